@@ -1,0 +1,90 @@
+"""Every refusal becomes ``{"success": false, "error": ..., "code": ...}``, here and only here."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from pollchat.errors import PollchatError
+from pollchat.models import ErrorResponse
+
+logger = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the refusals a route can answer (401 and 400 always)."""
+    described = {
+        400: "Bad input",
+        401: "No or unknown token",
+        403: "The caller's role does not allow this",
+        404: "No such object, or not the caller's",
+        409: "The object's state refuses this",
+        413: "Too large",
+        429: "Rate limited; see Retry-After",
+        503: "Unavailable; see Retry-After",
+    }
+    return {s: {"model": ErrorResponse, "description": described[s]} for s in sorted({400, 401, *statuses})}
+
+
+def error_response(status: int, message: str, code: str, retry_after: float | None = None) -> JSONResponse:
+    """The one error shape."""
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    return JSONResponse({"success": False, "error": message, "code": code}, status_code=status, headers=headers)
+
+
+def _describe(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
+        message = str(error.get("msg", "invalid"))
+        if error.get("type") == "json_invalid":
+            return "the body is not valid JSON"
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception the app can raise to the error shape."""
+
+    async def on_pollchat_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, PollchatError)
+        if exc.status_code >= 500 and exc.status_code != 503:
+            logger.error("internal error: %s", exc.message)
+        return error_response(exc.status_code, exc.message, exc.code, exc.retry_after)
+
+    async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(400, _describe(exc), "invalid_request")
+
+    async def on_http_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, str(exc.detail), code)
+
+    async def on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error", exc_info=exc)
+        return error_response(500, "internal error; the request changed nothing it could not finish", "internal_error")
+
+    app.add_exception_handler(PollchatError, on_pollchat_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

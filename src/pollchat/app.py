@@ -1,0 +1,133 @@
+"""``create_app(settings)``: builds the services, wires the routes, owns start-up and shutdown."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.gzip import GZipMiddleware
+
+from pollchat import __version__
+from pollchat.api import health, messages, sessions, users
+from pollchat.api.deps import Services
+from pollchat.api.errors import install_error_handlers
+from pollchat.assistants import create_responder
+from pollchat.assistants.runner import AssistantRunner
+from pollchat.auth import Authenticator, hash_token, new_token
+from pollchat.chat import ChatService
+from pollchat.clock import Clock, SystemClock
+from pollchat.metrics import Metrics
+from pollchat.middleware import BodyLimitMiddleware, MetricsMiddleware
+from pollchat.notifier import Notifier
+from pollchat.ratelimit import RateLimiter
+from pollchat.settings import Settings
+from pollchat.storage import Storage, create_storage
+
+logger = logging.getLogger(__name__)
+
+ASSISTANT_USER = "assistant"
+ADMIN_USER = "admin"
+
+TokenAnnouncer = Callable[[str], None]
+
+
+def build_services(settings: Settings, *, clock: Clock | None = None, storage: Storage | None = None) -> Services:
+    """The app's stateful parts, not yet started."""
+    clock = clock or SystemClock()
+    storage = storage or create_storage(settings.database_url)
+    metrics = Metrics()
+    notifier = Notifier(max_parked_per_user=settings.max_parked_polls_per_user, monotonic=clock.monotonic)
+    chat = ChatService(storage=storage, notifier=notifier, metrics=metrics, settings=settings, clock=clock)
+    return Services(
+        settings=settings,
+        clock=clock,
+        storage=storage,
+        notifier=notifier,
+        metrics=metrics,
+        limiter=RateLimiter(send_rate=settings.send_rate_limit, poll_rate=settings.poll_rate_limit),
+        auth=Authenticator(storage),
+        chat=chat,
+    )
+
+
+async def ensure_admin(services: Services) -> str | None:
+    """Make ``POLLCHAT_ADMIN_TOKEN``'s admin exist, or mint the first admin's token.
+
+    Returns:
+        A token that was just minted (to show once), or None.
+    """
+    storage, now = services.storage, services.clock.now()
+    if services.settings.admin_token:
+        await storage.put_user(
+            name=ADMIN_USER, role="admin", token_hash=hash_token(services.settings.admin_token), now=now
+        )
+        return None
+    if await storage.has_admin():
+        return None
+    token = new_token()
+    await storage.put_user(name=ADMIN_USER, role="admin", token_hash=hash_token(token), now=now)
+    return token
+
+
+async def _start_assistant(services: Services) -> AssistantRunner | None:
+    responder = create_responder(services.settings.assistant)
+    if responder is None:
+        return None
+    # The assistant's token is random and never shown: nobody can sign in as it.
+    assistant = await services.storage.put_user(
+        name=ASSISTANT_USER,
+        role="operator",
+        token_hash="disabled:" + secrets.token_hex(16),
+        now=services.clock.now(),
+    )
+    runner = AssistantRunner(responder=responder, chat=services.chat, assistant=assistant)
+    services.chat.add_listener(runner.submit)
+    await runner.start()
+    return runner
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    storage: Storage | None = None,
+    announce_token: TokenAnnouncer | None = None,
+) -> FastAPI:
+    """The ASGI app for ``settings``."""
+    services = build_services(settings, clock=clock, storage=storage)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await services.storage.open()
+        runner: AssistantRunner | None = None
+        try:
+            token = await ensure_admin(services)
+            if token is not None and announce_token is not None:
+                announce_token(token)
+            runner = await _start_assistant(services)
+            app.state.assistant = runner
+            yield
+        finally:
+            services.notifier.close()
+            if runner is not None:
+                await runner.stop()
+            await services.storage.close()
+
+    app = FastAPI(
+        title="pollchat",
+        version=__version__,
+        description="Chat over plain HTTP polling: short polls, long polls, ETags, idempotent sends.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.assistant = None
+    install_error_handlers(app)
+    for module in (health, messages, sessions, users):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=services.metrics)
+    return app

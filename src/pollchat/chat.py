@@ -1,0 +1,276 @@
+"""The chat service: who may do what, and the send and poll flows over storage and the notifier.
+
+The HTTP layer is thin around this; so are the assistant runner and the command line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pollchat.clock import Clock
+from pollchat.cursor import decode_cursor, encode_cursor, is_message_id
+from pollchat.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PollchatError
+from pollchat.metrics import Metrics
+from pollchat.notifier import Notifier
+from pollchat.settings import Settings
+from pollchat.storage.base import Appended, Message, MessageType, NewMessage, Page, Session, Storage, User
+
+MessageListener = Callable[[Message], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SendItem:
+    """One message a caller asks to send (the request's fields)."""
+
+    content: str
+    session_id: str
+    type: MessageType = "user"
+    client_message_id: str | None = None
+    client_name: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    """A poll's answer: a page and its cursor, or ``not_modified`` for a matching ETag."""
+
+    session_id: str
+    page: Page | None
+    cursor: str
+    etag: str
+    not_modified: bool = False
+
+
+def _etag(session_id: str, after: int, limit: int, head: int) -> str:
+    # The page for (after, limit) is a function of the session's state, and every change of
+    # that state bumps head: equal heads mean equal answers.
+    return f'"{encode_cursor(session_id, head)}.{after}.{limit}"'
+
+
+class ChatService:
+    """Sends, polls, sessions and read marks, with object-level authorization."""
+
+    def __init__(
+        self, *, storage: Storage, notifier: Notifier, metrics: Metrics, settings: Settings, clock: Clock
+    ) -> None:
+        self.storage = storage
+        self.notifier = notifier
+        self.metrics = metrics
+        self.settings = settings
+        self.clock = clock
+        self._listeners: list[MessageListener] = []
+
+    def add_listener(self, listener: MessageListener) -> None:
+        """Call ``listener`` with every new message this instance stores (assistants use it)."""
+        self._listeners.append(listener)
+
+    @property
+    def inactive_before(self) -> datetime:
+        """Sessions with no activity since this moment report ``inactive``."""
+        return self.clock.now() - timedelta(seconds=self.settings.inactive_after)
+
+    # access
+
+    async def visible_session(self, user: User, session_id: str) -> Session:
+        """The session, if the user may see it; 404 otherwise, exactly as for a missing one."""
+        session = await self.storage.get_session(session_id)
+        if session is None or (session.owner_id != user.id and not user.sees_all_sessions):
+            raise NotFound(f"no session {session_id!r}", code="session_not_found")
+        return session
+
+    @staticmethod
+    def other_side(user: User, session: Session) -> MessageType | None:
+        """The type of message whose fetch by ``user`` counts as delivery."""
+        if session.owner_id == user.id:
+            return "assistant"
+        return "user" if user.sees_all_sessions else None
+
+    # sending
+
+    def _check(self, user: User, item: SendItem) -> None:
+        if not item.content.strip():
+            raise BadRequest("`content` must not be empty", code="empty_content")
+        if len(item.content.encode("utf-8")) > self.settings.max_content_bytes:
+            raise PayloadTooLarge(
+                f"`content` is larger than {self.settings.max_content_bytes} bytes", code="content_too_large"
+            )
+        if item.metadata is not None:
+            size = len(json.dumps(item.metadata, separators=(",", ":")).encode("utf-8"))
+            if size > self.settings.max_metadata_bytes:
+                raise PayloadTooLarge(
+                    f"`metadata` is larger than {self.settings.max_metadata_bytes} bytes", code="metadata_too_large"
+                )
+        if item.type == "assistant" and not user.sees_all_sessions:
+            raise Forbidden("only operators and admins may post as `assistant`", code="type_not_allowed")
+
+    async def send(self, user: User, items: Sequence[SendItem]) -> list[Appended]:
+        """Store messages in order; each succeeds or fails on its own."""
+        if len(items) > self.settings.max_batch:
+            raise PayloadTooLarge(f"at most {self.settings.max_batch} messages per batch", code="batch_too_large")
+        results: list[Appended | None] = []
+        valid: list[NewMessage] = []
+        for item in items:
+            try:
+                self._check(user, item)
+            except PollchatError as exc:
+                results.append(Appended(None, error=exc))
+                continue
+            results.append(None)
+            valid.append(
+                NewMessage(
+                    session_id=item.session_id,
+                    type=item.type,
+                    content=item.content,
+                    client_message_id=item.client_message_id,
+                    metadata=item.metadata,
+                    client_name=item.client_name,
+                )
+            )
+        stored = iter(await self.storage.append(valid, author=user, now=self.clock.now()) if valid else [])
+        outcome = [r if r is not None else next(stored) for r in results]
+        self._after_append(outcome)
+        return outcome
+
+    async def send_one(self, user: User, item: SendItem) -> Appended:
+        """Store one message; a refusal raises."""
+        (result,) = await self.send(user, [item])
+        if result.error is not None:
+            raise result.error
+        return result
+
+    def _after_append(self, outcome: Sequence[Appended]) -> None:
+        touched: set[str] = set()
+        for result in outcome:
+            if result.message is None or not result.created:
+                continue
+            touched.add(result.message.session_id)
+            self.metrics.messages_stored.labels(result.message.type).inc()
+            for listener in self._listeners:
+                listener(result.message)
+        for session_id in touched:
+            self.notifier.notify(session_id)
+
+    async def edit(self, user: User, message_id: str, content: str) -> Message:
+        """Replace the content of one's own message."""
+        message = await self.storage.get_message(message_id)
+        if message is None:
+            raise NotFound("no such message", code="message_not_found")
+        session = await self.visible_session(user, message.session_id)
+        if message.user_id != user.id:
+            raise Forbidden("only the author may edit a message", code="not_author")
+        if session.closed:
+            raise Conflict("the session is closed", code="session_closed")
+        self._check(user, SendItem(content=content, session_id=session.id, type=message.type))
+        edited = await self.storage.edit(message_id, content=content, now=self.clock.now())
+        self.notifier.notify(session.id)
+        return edited
+
+    # polling
+
+    async def _position(self, session: Session, since: str | None) -> int:
+        if since is None:
+            return 0
+        if is_message_id(since):
+            message = await self.storage.get_message(since)
+            if message is None or message.session_id != session.id:
+                raise BadRequest("`since` names no message of this session", code="unknown_message")
+            return message.created_seq
+        return decode_cursor(session.id, since, head=session.head)
+
+    async def _read(self, user: User, session: Session, after: int, limit: int) -> Page:
+        page = await self.storage.changes(session.id, after=after, limit=limit)
+        side = self.other_side(user, session)
+        fetched = [m.id for m in page.messages if m.type == side and not m.delivered and m.user_id != user.id]
+        if not fetched:
+            return page
+        # Fetching by the other side is delivery. Mark first, then answer with the marked
+        # state, so the poller's cursor already covers the change it caused.
+        await self.storage.mark_delivered(session.id, fetched, now=self.clock.now())
+        self.notifier.notify(session.id)
+        return await self.storage.changes(session.id, after=after, limit=limit)
+
+    async def poll(
+        self, user: User, session_id: str, *, since: str | None, limit: int, wait: float, if_none_match: str | None
+    ) -> PollResult:
+        """Changes of a session after ``since``; with ``wait``, hold until there are some."""
+        session = await self.visible_session(user, session_id)
+        after = await self._position(session, since)
+        if wait <= 0:
+            etag = _etag(session.id, after, limit, session.head)
+            if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
+                self.metrics.polls.labels("not_modified").inc()
+                return PollResult(session.id, None, since or encode_cursor(session.id, after), etag, True)
+            return self._answer(session.id, after, limit, await self._read(user, session, after, limit))
+        return await self._long_poll(user, session, after, limit, wait)
+
+    async def _long_poll(self, user: User, session: Session, after: int, limit: int, wait: float) -> PollResult:
+        deadline = self.clock.monotonic() + wait
+        with self.notifier.listen(session.id, user.id) as waiter:
+            self.metrics.parked.inc()
+            try:
+                while True:
+                    waiter.clear()
+                    page = await self._read(user, session, after, limit)
+                    remaining = deadline - self.clock.monotonic()
+                    if page.messages or self.notifier.closed or remaining <= 0:
+                        break
+                    await waiter.wait(remaining)
+                if page.messages and waiter.woken_at is not None:
+                    self.metrics.wake_latency.observe(self.clock.monotonic() - waiter.woken_at)
+            finally:
+                self.metrics.parked.dec()
+        return self._answer(session.id, after, limit, page)
+
+    def _answer(self, session_id: str, after: int, limit: int, page: Page) -> PollResult:
+        self.metrics.polls.labels("data" if page.messages else "empty").inc()
+        return PollResult(
+            session_id, page, encode_cursor(session_id, page.upto), _etag(session_id, after, limit, page.head)
+        )
+
+    # sessions
+
+    async def create_session(self, user: User, *, session_id: str, client_name: str | None) -> Session:
+        """A new session owned by the caller."""
+        return await self.storage.create_session(
+            session_id=session_id, owner_id=user.id, client_name=client_name, now=self.clock.now()
+        )
+
+    async def list_sessions(self, user: User, *, status: str | None, limit: int) -> list[Session]:
+        """The caller's sessions (every session for operators), newest activity first."""
+        return await self.storage.list_sessions(
+            owner_id=None if user.sees_all_sessions else user.id,
+            status=status,
+            inactive_before=self.inactive_before,
+            limit=limit,
+        )
+
+    async def update_session(
+        self, user: User, session_id: str, *, status: str | None, client_name: str | None
+    ) -> Session:
+        """Close or reopen a session, or rename its client."""
+        await self.visible_session(user, session_id)
+        closed = None if status is None else status == "closed"
+        updated = await self.storage.update_session(
+            session_id, closed=closed, client_name=client_name, now=self.clock.now()
+        )
+        self.notifier.notify(session_id)
+        return updated
+
+    async def mark_read(self, user: User, session_id: str, up_to: str) -> str:
+        """The other side's messages up to ``up_to`` are read; returns the new head's cursor."""
+        session = await self.visible_session(user, session_id)
+        message = await self.storage.get_message(up_to)
+        if message is None or message.session_id != session.id:
+            raise NotFound("`up_to` names no message of this session", code="message_not_found")
+        side = self.other_side(user, session)
+        if side is None:
+            raise Forbidden("only the session's two sides can mark it read", code="not_a_participant")
+        head = await self.storage.mark_read(
+            session.id, message_type=side, up_to_seq=message.created_seq, now=self.clock.now()
+        )
+        self.notifier.notify(session.id)
+        return encode_cursor(session.id, head)

@@ -1,0 +1,93 @@
+"""The ``pollchat`` command: serve, and manage users without HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from pollchat.auth import hash_token, new_token
+from pollchat.clock import SystemClock
+from pollchat.errors import PollchatError
+from pollchat.settings import Settings
+from pollchat.storage import create_storage
+from pollchat.storage.base import Role
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from ``POLLCHAT_*``, with the flags that were given winning."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise click.UsageError(problems) from exc
+
+
+@click.group()
+@click.version_option(package_name="pollchat")
+def main() -> None:
+    """pollchat: chat over plain HTTP polling."""
+
+
+@main.command()
+@click.option("--host", help="Address to listen on [POLLCHAT_HOST; default 127.0.0.1].")
+@click.option("--port", type=int, help="Port to listen on [POLLCHAT_PORT; default 8000].")
+@click.option("--database", "database_url", help="sqlite:///file.db or postgresql://... [POLLCHAT_DATABASE_URL].")
+@click.option("--assistant", help="Who answers as assistant: none or echo [POLLCHAT_ASSISTANT; default echo].")
+@click.option("--log-level", help="debug, info, warning or error [POLLCHAT_LOG_LEVEL; default info].")
+def serve(**flags: Any) -> None:
+    """Run the chat server."""
+    from pollchat.app import create_app
+    from pollchat.server import run
+
+    settings = load_settings(**flags)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    base = f"http://{settings.host}:{settings.port}"
+
+    def announce(token: str) -> None:
+        click.echo(f"First start: created user 'admin'. Its token, shown only this once:\n\n    {token}\n")
+        click.echo(f"Open the chat: {base}/#token={token}")
+        click.echo(f"Or: curl -H 'Authorization: Bearer {token}' {base}/api/v1/admin/chat/sessions\n")
+        sys.stdout.flush()
+
+    try:
+        app = create_app(settings, announce_token=announce)
+    except PollchatError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"pollchat: assistant={settings.assistant} database={settings.database_url}")
+    click.echo(f"Serving on {base}/  (API under {base}/api/v1, docs at {base}/docs)")
+    sys.stdout.flush()
+    run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@main.group()
+def users() -> None:
+    """Manage users directly in the database."""
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["member", "operator", "admin"]), default="member", show_default=True)
+@click.option("--database", "database_url", help="The server's database URL [POLLCHAT_DATABASE_URL].")
+def create_user(name: str, role: Role, database_url: str | None) -> None:
+    """Create a user and print its new token."""
+    settings = load_settings(database_url=database_url)
+    token = new_token()
+
+    async def create() -> None:
+        storage = create_storage(settings.database_url)
+        await storage.open()
+        try:
+            await storage.create_user(name=name, role=role, token_hash=hash_token(token), now=SystemClock().now())
+        finally:
+            await storage.close()
+
+    try:
+        asyncio.run(create())
+    except PollchatError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(token)

@@ -1,0 +1,83 @@
+"""The error tree: every refusal is a ``PollchatError`` with an HTTP status and a machine code.
+
+The server turns each into ``{"success": false, "error": "...", "code": "..."}`` in one place
+(``pollchat.api.errors``); storage and services raise these without knowing about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class PollchatError(Exception):
+    """Base of every error pollchat reports to a caller."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
+
+
+class BadRequest(PollchatError):
+    """The request is malformed or a value is out of range."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(PollchatError):
+    """No token, or a token nobody holds."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(PollchatError):
+    """The caller is known but its role does not allow this."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(PollchatError):
+    """The object does not exist, or the caller may not know it exists."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(PollchatError):
+    """The object's state refuses this (a closed session, a duplicate name)."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(PollchatError):
+    """A body, a content or a batch is larger than the server accepts."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class TooManyRequests(PollchatError):
+    """A per-user limit was reached; ``retry_after`` says when to come back."""
+
+    status_code = 429
+    code = "rate_limited"
+
+
+class Unavailable(PollchatError):
+    """The server cannot serve now (storage down, shutting down); retry later."""
+
+    status_code = 503
+    code = "unavailable"
+
+
+class ConfigurationError(PollchatError):
+    """Settings that cannot work (an unknown database scheme, a missing driver)."""
+
+    code = "configuration_error"

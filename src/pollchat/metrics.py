@@ -1,0 +1,47 @@
+"""Prometheus metrics, on a registry owned by one app (never the process-global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """Every metric the server exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "pollchat_http_requests",
+            "HTTP requests answered, by route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.polls = Counter(
+            "pollchat_polls",
+            "Polls answered, by outcome: data, empty or not_modified (304).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.parked = Gauge("pollchat_parked_long_polls", "Long polls waiting now.", registry=self.registry)
+        self.wake_latency = Histogram(
+            "pollchat_wake_latency_seconds",
+            "From a commit's notification to a woken long poll's answer.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.messages_stored = Counter(
+            "pollchat_messages_stored",
+            "Messages stored (replays not counted), by type.",
+            ["type"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "pollchat_rate_limited",
+            "Requests refused by a rate limit, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

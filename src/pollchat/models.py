@@ -1,0 +1,242 @@
+"""The HTTP API's request and response schemas (the seed's shapes plus the contract's fields)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from pollchat.clock import isoformat
+from pollchat.storage.base import Message, Session
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+SessionId = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN, min_length=1, max_length=128)]
+ClientMessageId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+ClientName = Annotated[str, StringConstraints(max_length=200)]
+
+
+class _Request(BaseModel):
+    # Strict: a number is not a string. Unknown fields (also server-owned ones such as
+    # ``id`` or ``status``) are ignored, never taken from the request.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class SendMessageRequest(_Request):
+    """``POST /messages``: one message to send."""
+
+    content: str = Field(description="Message text; non-empty, at most the server's content limit.")
+    session_id: SessionId = Field(description="Session to post into; created for the caller if new.")
+    client_name: ClientName | None = Field(None, description="Name of the client, kept on a new session.")
+    client_message_id: ClientMessageId | None = Field(
+        None, description="Idempotency key: the same key in the same session stores one message."
+    )
+    type: Literal["user", "assistant"] = Field("user", description="`assistant` needs role operator or admin.")
+    metadata: dict[str, Any] | None = Field(None, description="A JSON object of at most 4 KiB.")
+
+
+class BatchSendRequest(_Request):
+    """``POST /messages/batch``: several messages, stored in order."""
+
+    messages: list[SendMessageRequest] = Field(min_length=1)
+
+
+class EditMessageRequest(_Request):
+    """``PATCH /messages/{id}``: new content for one's own message."""
+
+    content: str
+
+
+class CreateSessionRequest(_Request):
+    """``POST /sessions``."""
+
+    client_name: ClientName | None = None
+    id: SessionId | None = Field(None, description="Pick the id yourself; one is minted when absent.")
+
+
+class UpdateSessionRequest(_Request):
+    """``PATCH /sessions/{id}``."""
+
+    status: Literal["active", "closed"] | None = Field(None, description="`closed` refuses new messages.")
+    client_name: ClientName | None = None
+
+
+class ReadRequest(_Request):
+    """``POST /sessions/{id}/read``: the other side's messages up to this one are read."""
+
+    up_to: str = Field(min_length=1, max_length=64)
+
+
+class CreateUserRequest(_Request):
+    """``POST /users``."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
+    role: Literal["member", "operator", "admin"] = "member"
+
+
+class ChatMessage(BaseModel):
+    """A message as clients see it."""
+
+    id: str
+    type: Literal["user", "assistant"]
+    content: str
+    timestamp: str = Field(description="ISO 8601, UTC.")
+    session_id: str
+    status: Literal["sent", "delivered", "read"] = Field(description="`read` implies delivered.")
+    user_id: str
+    client_message_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    delivered: bool
+    read: bool
+    edited_at: str | None = None
+
+    @classmethod
+    def of(cls, message: Message) -> ChatMessage:
+        """The API view of a stored message."""
+        status: Literal["sent", "delivered", "read"] = (
+            "read" if message.read else "delivered" if message.delivered else "sent"
+        )
+        return cls(
+            id=message.id,
+            type=message.type,
+            content=message.content,
+            timestamp=isoformat(message.timestamp),
+            session_id=message.session_id,
+            status=status,
+            user_id=message.user_id,
+            client_message_id=message.client_message_id,
+            metadata=message.metadata,
+            delivered=message.delivered or message.read,
+            read=message.read,
+            edited_at=isoformat(message.edited_at) if message.edited_at else None,
+        )
+
+
+class ChatSession(BaseModel):
+    """A session as clients see it."""
+
+    id: str
+    client_name: str | None
+    created_at: str
+    last_activity: str
+    status: Literal["active", "inactive", "closed"]
+    message_count: int
+    last_message_id: str | None
+    owner_id: str
+
+    @classmethod
+    def of(cls, session: Session, *, inactive_before: datetime) -> ChatSession:
+        """The API view of a stored session."""
+        status: Literal["active", "inactive", "closed"] = (
+            "closed" if session.closed else "inactive" if session.last_activity < inactive_before else "active"
+        )
+        return cls(
+            id=session.id,
+            client_name=session.client_name,
+            created_at=isoformat(session.created_at),
+            last_activity=isoformat(session.last_activity),
+            status=status,
+            message_count=session.message_count,
+            last_message_id=session.last_message_id,
+            owner_id=session.owner_id,
+        )
+
+
+class UserView(BaseModel):
+    """A user, without its token."""
+
+    id: str
+    name: str
+    role: Literal["member", "operator", "admin"]
+
+
+class SendMessageResponse(BaseModel):
+    """The seed's ``SendMessageResponse``: the stored message's id, or the error."""
+
+    success: bool
+    message_id: str | None = None
+    message: ChatMessage | None = None
+    error: str | None = None
+    code: str | None = None
+
+
+class BatchSendResponse(BaseModel):
+    """Results in request order."""
+
+    success: bool = True
+    results: list[SendMessageResponse]
+
+
+class GetMessagesResponse(BaseModel):
+    """A page of changes after the cursor."""
+
+    success: bool = True
+    messages: list[ChatMessage]
+    has_more: bool
+    cursor: str = Field(description="Opaque; pass back as `since`.")
+
+
+class MessageResponse(BaseModel):
+    """One message."""
+
+    success: bool = True
+    message: ChatMessage
+
+
+class SessionResponse(BaseModel):
+    """One session."""
+
+    success: bool = True
+    session: ChatSession
+
+
+class SessionListResponse(BaseModel):
+    """Sessions, newest activity first."""
+
+    success: bool = True
+    sessions: list[ChatSession]
+
+
+class ReadResponse(BaseModel):
+    """Acknowledges a read mark."""
+
+    success: bool = True
+    cursor: str
+
+
+class UserCreatedResponse(BaseModel):
+    """A new user and its token, shown this once."""
+
+    success: bool = True
+    user: UserView
+    token: str
+
+
+class UserResponse(BaseModel):
+    """One user."""
+
+    success: bool = True
+    user: UserView
+
+
+class UserListResponse(BaseModel):
+    """Every user."""
+
+    success: bool = True
+    users: list[UserView]
+
+
+class HealthResponse(BaseModel):
+    """The server can serve."""
+
+    success: bool = True
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class ErrorResponse(BaseModel):
+    """Every refusal."""
+
+    success: Literal[False] = False
+    error: str = Field(description="A human sentence.")
+    code: str = Field(description="A machine code.")

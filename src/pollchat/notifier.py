@@ -1,0 +1,115 @@
+"""Long-poll wake-ups.
+
+Protocol: a poller *registers* a ``Waiter`` for its session before it reads storage, reads,
+and parks on the waiter only if the read found nothing. A commit calls ``notify`` after it
+lands, which sets every waiter of that session. Because registration comes before the read,
+a commit that lands between the read and the park still sets the waiter: no wake-up is lost.
+A wake-up is only a hint; the poller reads storage again, which stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from pollchat.errors import TooManyRequests
+
+
+class Waiter:
+    """One parked poll's flag."""
+
+    __slots__ = ("_event", "_monotonic", "session_id", "user_id", "woken_at")
+
+    def __init__(self, session_id: str, user_id: str, monotonic: Callable[[], float]) -> None:
+        self.session_id = session_id
+        self.user_id = user_id
+        self.woken_at: float | None = None
+        self._monotonic = monotonic
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        """Mark that the session may have changed."""
+        if not self._event.is_set():
+            self.woken_at = self._monotonic()
+            self._event.set()
+
+    def clear(self) -> None:
+        """Forget earlier wake-ups; call before re-reading storage."""
+        self.woken_at = None
+        self._event.clear()
+
+    async def wait(self, timeout: float) -> bool:
+        """Park until woken or ``timeout`` passes; True when woken."""
+        if self._event.is_set():
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+class Notifier:
+    """Waiters per session and the per-user cap on parked long polls; owned by one app."""
+
+    def __init__(self, *, max_parked_per_user: int, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
+        self._max_parked_per_user = max_parked_per_user
+        self._waiters: dict[str, set[Waiter]] = {}
+        self._per_user: Counter[str] = Counter()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once the server is shutting down: polls answer at once."""
+        return self._closed
+
+    @property
+    def parked(self) -> int:
+        """How many long polls are registered now."""
+        return sum(len(w) for w in self._waiters.values())
+
+    @contextmanager
+    def listen(self, session_id: str, user_id: str) -> Iterator[Waiter]:
+        """Register a waiter for a session; raises ``TooManyRequests`` past the user's cap."""
+        if self._per_user[user_id] >= self._max_parked_per_user:
+            raise TooManyRequests(
+                f"at most {self._max_parked_per_user} long polls may wait at once per user",
+                code="too_many_long_polls",
+                retry_after=1,
+            )
+        waiter = Waiter(session_id, user_id, self._monotonic)
+        if self._closed:
+            waiter.wake()
+        self._waiters.setdefault(session_id, set()).add(waiter)
+        self._per_user[user_id] += 1
+        try:
+            yield waiter
+        finally:
+            waiters = self._waiters.get(session_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[session_id]
+            self._per_user[user_id] -= 1
+            if self._per_user[user_id] <= 0:
+                del self._per_user[user_id]
+
+    def notify(self, session_id: str) -> int:
+        """Wake every waiter of a session; returns how many were woken."""
+        waiters = self._waiters.get(session_id)
+        if not waiters:
+            return 0
+        for waiter in waiters:
+            waiter.wake()
+        return len(waiters)
+
+    def close(self) -> None:
+        """Answer every parked poll now, and every later one at once (server shutdown)."""
+        self._closed = True
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.wake()

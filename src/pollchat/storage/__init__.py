@@ -1,0 +1,29 @@
+"""Storage backends behind one protocol; ``create_storage`` picks one from a database URL."""
+
+from __future__ import annotations
+
+from pollchat.errors import ConfigurationError
+from pollchat.storage.base import Storage
+
+
+def create_storage(url: str) -> Storage:
+    """The backend for a database URL (``sqlite:///...`` or ``postgresql://...``)."""
+    if url.startswith("sqlite://"):
+        from pollchat.storage.sqlite import SQLiteStorage, sqlite_path
+
+        try:
+            return SQLiteStorage(sqlite_path(url))
+        except ValueError as exc:
+            raise ConfigurationError(str(exc), code="bad_database_url") from exc
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError(
+            "PostgreSQL storage is not available in this version; use a sqlite:/// URL",
+            code="backend_unavailable",
+        )
+    raise ConfigurationError(
+        f"unknown database URL {url!r}: use sqlite:///path.db or postgresql://user@host:port/db",
+        code="bad_database_url",
+    )
+
+
+__all__ = ["Storage", "create_storage"]
