@@ -6,8 +6,10 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.middleware.gzip import GZipMiddleware
 
 from pollchat import __version__
@@ -89,6 +91,25 @@ async def _start_assistant(services: Services) -> AssistantRunner | None:
     return runner
 
 
+def _describe_errors_truthfully(app: FastAPI) -> None:
+    """Drop FastAPI's generated 422 responses: validation errors answer 400 in the error shape."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(
     settings: Settings,
     *,
@@ -122,6 +143,7 @@ def create_app(
         description="Chat over plain HTTP polling: short polls, long polls, ETags, idempotent sends.",
         lifespan=lifespan,
     )
+    _describe_errors_truthfully(app)
     app.state.services = services
     app.state.assistant = None
     install_error_handlers(app)

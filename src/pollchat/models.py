@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from pollchat.clock import isoformat
 from pollchat.storage.base import Message, Session
@@ -16,10 +16,31 @@ ClientMessageId = Annotated[str, StringConstraints(min_length=1, max_length=128)
 ClientName = Annotated[str, StringConstraints(max_length=200)]
 
 
+def _encodable(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_encodable(k) and _encodable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_encodable(v) for v in value)
+    return True
+
+
 class _Request(BaseModel):
     # Strict: a number is not a string. Unknown fields (also server-owned ones such as
     # ``id`` or ``status``) are ignored, never taken from the request.
     model_config = ConfigDict(strict=True, extra="ignore")
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> Self:
+        # JSON can carry lone surrogates ("\ud800"); they are not text and cannot be stored.
+        if not _encodable(list(self.__dict__.values())):
+            raise ValueError("strings must be valid Unicode (no lone surrogates)")
+        return self
 
 
 class SendMessageRequest(_Request):
