@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
+import uuid
 from typing import Any
 
 import click
@@ -62,6 +64,82 @@ def serve(**flags: Any) -> None:
     click.echo(f"Serving on {base}/  (API under {base}/api/v1, docs at {base}/docs)")
     sys.stdout.flush()
     run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def _client_options(command: Any) -> Any:
+    command = click.option("--token", envvar="POLLCHAT_TOKEN", required=True, help="Bearer token [POLLCHAT_TOKEN].")(
+        command
+    )
+    return click.option(
+        "--url",
+        envvar="POLLCHAT_URL",
+        default="http://127.0.0.1:8000",
+        show_default=True,
+        help="The server [POLLCHAT_URL].",
+    )(command)
+
+
+@main.command()
+@_client_options
+@click.option("--session", "session_id", required=True, help="Session to post into (created if new).")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Give up after this many seconds.")
+@click.argument("text")
+def send(url: str, token: str, session_id: str, timeout: float, text: str) -> None:
+    """Send TEXT and print the acknowledged message as one JSON line."""
+    from pollchat.client import PollingChatService
+    from pollchat.client.terminal import message_json, send_once
+
+    async def go() -> str:
+        async with PollingChatService(url, token, session_id) as service:
+            return message_json(await send_once(service, text, timeout=timeout))
+
+    try:
+        click.echo(asyncio.run(go()))
+    except TimeoutError:
+        raise click.ClickException(f"not acknowledged within {timeout:g} s") from None
+    except RuntimeError as exc:
+        raise click.ClickException(f"refused: {exc}") from None
+
+
+@main.command()
+@_client_options
+@click.option("--session", "session_id", required=True, help="Session to follow.")
+@click.option("--since", help="A cursor to start after (default: the start of the session).")
+def tail(url: str, token: str, session_id: str, since: str | None) -> None:
+    """Follow a session for ever, printing each new or changed message as one JSON line."""
+    from pollchat.client import PollingChatService
+    from pollchat.client.terminal import tail as follow
+
+    async def go() -> None:
+        async with PollingChatService(url, token, session_id, cursor=since) as service:
+            await follow(service, sys.stdout)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
+
+
+@main.command()
+@_client_options
+@click.option("--session", "session_id", help="Session to chat in (default: a new one).")
+@click.option("--state", "state_path", help="File keeping unsent messages across restarts.")
+def chat(url: str, token: str, session_id: str | None, state_path: str | None) -> None:
+    """Chat interactively; each message shows its status, and the connection state is shown as it changes."""
+    from pollchat.client import PollingChatService
+    from pollchat.client.terminal import TerminalChat, read_lines
+
+    session = session_id or f"cli-{uuid.uuid4().hex[:12]}"
+
+    async def go() -> None:
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        async with PollingChatService(url, token, session, client_name="pollchat chat", state_path=state_path) as svc:
+            reader = asyncio.create_task(read_lines(sys.stdin, lines))
+            try:
+                await TerminalChat(svc).run(lines)
+            finally:
+                reader.cancel()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
 
 
 @main.group()

@@ -1,0 +1,532 @@
+"""``PollingChatService``: the seed's client, in asyncio.
+
+Two tasks per service. The *poller* keeps exactly one poll in flight, follows the server's
+cursor and hands each message to the application once, in cursor order, later changes as
+updates. The *sender* drains the outbox in order: the head message is retried with the same
+``client_message_id`` until the server acknowledges or refuses it, so a retry can never store
+a message twice and a later message never overtakes an earlier one. A refused message is set
+aside as ``failed`` and the queue moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import httpx
+
+from pollchat.client.clock import Clock, SystemClock
+from pollchat.client.models import (
+    ChatMessage,
+    ConnectionState,
+    ConnectionStatus,
+    MessageEvent,
+    MessageResponse,
+    PollStats,
+)
+from pollchat.client.outbox import Outbox, Outgoing
+from pollchat.client.strategy import PollingStrategy
+
+logger = logging.getLogger(__name__)
+
+API = "/api/v1/admin/chat"
+MAX_BATCH = 100
+MessageCallback = Callable[[MessageEvent], None]
+StatusCallback = Callable[[ConnectionStatus], None]
+
+
+class RequestFailed(Exception):
+    """A request that did not get a usable answer."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool,
+        offline: bool = False,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.offline = offline
+        self.retry_after = retry_after
+        self.code = code
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _refusal(response: httpx.Response) -> RequestFailed:
+    try:
+        body = response.json()
+        message, code = str(body.get("error") or response.reason_phrase), body.get("code")
+    except (ValueError, AttributeError):
+        message, code = f"HTTP {response.status_code}", None
+    transient = response.status_code in (408, 425, 429) or response.status_code >= 500
+    return RequestFailed(message, transient=transient, retry_after=_retry_after(response), code=code)
+
+
+class PollingChatService:
+    """Chat in one session over HTTP polling: ordered idempotent sends, adaptive polls, offline queue.
+
+    Args:
+        base_url: the server, e.g. ``http://127.0.0.1:8000``.
+        token: a bearer token.
+        session_id: the session to chat in (created by the first send if new).
+        strategy: polling intervals; long polling by default.
+        state_path: a file that keeps unsent messages and the cursor across restarts.
+        transport: an httpx transport (tests pass ``httpx.MockTransport``).
+        cursor: where to start following the session (default: the state file's, else the start).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        session_id: str,
+        *,
+        strategy: PollingStrategy | None = None,
+        client_name: str | None = None,
+        state_path: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        request_timeout: float = 15.0,
+        cursor: str | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.strategy = strategy or PollingStrategy()
+        self.client_name = client_name
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._timeout = request_timeout
+        # One pooled keep-alive connection: a poll and a send may overlap, nothing more.
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "gzip"},
+            transport=transport,
+            timeout=request_timeout,
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+        )
+        self._outbox = Outbox(state_path)
+        self._cursor: str | None = cursor or self._outbox.cursor
+        self._etag: str | None = None
+        self._seen: dict[str, tuple[str, str, str | None]] = {}
+        self._local: dict[str, ChatMessage] = {}  # by client_message_id, our own sends
+        self._waiters: dict[str, asyncio.Future[MessageResponse]] = {}
+        self._outbox_changed = asyncio.Event()
+        self._poll_now = asyncio.Event()
+        self._poll_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._message_callbacks: list[MessageCallback] = []
+        self._status_callbacks: list[StatusCallback] = []
+        self._subscribers: list[asyncio.Queue[MessageEvent | ConnectionStatus]] = []
+        self._status = ConnectionStatus(state="offline")
+        self._last_activity: float | None = None
+        self.stats = PollStats(started_at=self._clock.monotonic())
+        for item in self._outbox.pending():
+            self._local[item.client_message_id] = self._local_message(item)
+
+    # public API
+
+    @property
+    def connection_status(self) -> ConnectionStatus:
+        """Connection state, last successful poll, error count, retry attempts, polling active."""
+        return self._status
+
+    @property
+    def pending(self) -> list[ChatMessage]:
+        """Our messages not yet acknowledged, in send order."""
+        return [self._local[i.client_message_id] for i in self._outbox.pending()]
+
+    @property
+    def cursor(self) -> str | None:
+        """Where polling has got to."""
+        return self._cursor
+
+    def on_message(self, callback: MessageCallback) -> None:
+        """Call ``callback`` for every new or changed message."""
+        self._message_callbacks.append(callback)
+
+    def on_status(self, callback: StatusCallback) -> None:
+        """Call ``callback`` whenever the connection status changes."""
+        self._status_callbacks.append(callback)
+
+    async def events(self) -> AsyncIterator[MessageEvent | ConnectionStatus]:
+        """Every message event and status change from now on, as an async iterator."""
+        queue: asyncio.Queue[MessageEvent | ConnectionStatus] = asyncio.Queue()
+        self._subscribers.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.remove(queue)
+
+    async def start_polling(self) -> None:
+        """Start the poller and the sender."""
+        if self._tasks:
+            return
+        self._set_status(polling_active=True)
+        self._tasks = [
+            asyncio.create_task(self._poll_loop(), name=f"pollchat-poll-{self.session_id}"),
+            asyncio.create_task(self._send_loop(), name=f"pollchat-send-{self.session_id}"),
+        ]
+
+    async def start_sending(self) -> None:
+        """Start only the sender (for scripts that send without following the session)."""
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._send_loop(), name=f"pollchat-send-{self.session_id}")]
+
+    async def stop_polling(self) -> None:
+        """Stop both tasks; unsent messages stay queued (and in the state file)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._set_status(polling_active=False)
+
+    async def aclose(self) -> None:
+        """Stop and release the connection."""
+        await self.stop_polling()
+        await self._http.aclose()
+
+    async def __aenter__(self) -> PollingChatService:
+        await self.start_polling()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def set_polling_interval(self, seconds: float) -> None:
+        """Poll at a fixed interval with short polls (the seed's ``setPollingInterval``)."""
+        self.strategy = replace(
+            self.strategy, mode="short", base_interval=seconds, active_interval=seconds, inactive_interval=seconds
+        )
+        self._poll_now.set()
+
+    def enqueue(self, content: str, *, type: str = "user", metadata: dict[str, Any] | None = None) -> ChatMessage:
+        """Queue a message and return it at once with status ``sending``."""
+        item = Outgoing(
+            client_message_id=str(uuid.uuid4()),
+            session_id=self.session_id,
+            content=content,
+            type=type,
+            created_at=self._clock.now().isoformat(),
+            metadata=metadata,
+        )
+        self._outbox.add(item)
+        message = self._local_message(item)
+        self._local[item.client_message_id] = message
+        self._touch()
+        self._emit(MessageEvent("new", message))
+        self._outbox_changed.set()
+        return message
+
+    async def send_message(
+        self, content: str, *, type: str = "user", metadata: dict[str, Any] | None = None
+    ) -> MessageResponse:
+        """Send a message; returns once the server acknowledged it or refused it for good.
+
+        The message is queued first, so while the server is unreachable this waits (the sender
+        keeps retrying); the polling tasks must be running.
+        """
+        message = self.enqueue(content, type=type, metadata=metadata)
+        assert message.client_message_id is not None
+        return await self.wait_for(message.client_message_id)
+
+    async def wait_for(self, client_message_id: str) -> MessageResponse:
+        """Wait until a queued message is acknowledged or refused."""
+        current = self._local.get(client_message_id)
+        if current is not None and current.status not in ("sending",):
+            return self._response(current)
+        future = self._waiters.get(client_message_id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._waiters[client_message_id] = future
+        return await asyncio.shield(future)
+
+    def retry(self, message: ChatMessage) -> ChatMessage:
+        """Queue a ``failed`` message again (same ``client_message_id``), at the end of the queue."""
+        if message.status != "failed" or message.client_message_id is None:
+            raise ValueError("only a failed message can be retried")
+        item = Outgoing(
+            client_message_id=message.client_message_id,
+            session_id=message.session_id,
+            content=message.content,
+            type=message.type,
+            created_at=message.timestamp,
+            metadata=message.metadata,
+        )
+        self._outbox.add(item)
+        again = message.with_status("sending")
+        self._local[item.client_message_id] = again
+        self._emit(MessageEvent("update", again))
+        self._outbox_changed.set()
+        return again
+
+    async def whoami(self) -> str:
+        """The id of the user this service's token belongs to."""
+        response = await self._request("GET", "/api/v1/admin/users/me")
+        if response.status_code != 200:
+            raise _refusal(response)
+        return str(response.json()["user"]["id"])
+
+    async def get_messages(self, session_id: str, last_message_id: str | None = None) -> list[ChatMessage]:
+        """One fetch of a session's messages after ``last_message_id`` (all of them when None)."""
+        messages: list[ChatMessage] = []
+        since = last_message_id
+        while True:
+            async with self._poll_lock:
+                body = await self._get(session_id, since=since, wait=0, etag=None)
+            assert body is not None
+            messages += [ChatMessage.from_api(m) for m in body["messages"]]
+            since = body["cursor"]
+            if not body["has_more"]:
+                return messages
+
+    # polling
+
+    async def _poll_loop(self) -> None:
+        errors = 0
+        while True:
+            retry_after: float | None = None
+            try:
+                has_more = await self._poll_once()
+                errors = 0
+                if has_more:
+                    continue
+            except RequestFailed as exc:
+                if exc.code == "session_not_found" and await self._create_session():
+                    continue
+                errors += 1
+                retry_after = exc.retry_after
+                self._failed(exc, errors)
+            since = None if self._last_activity is None else self._clock.monotonic() - self._last_activity
+            delay = self.strategy.poll_delay(errors=errors, seconds_since_activity=since, rng=self._rng)
+            if retry_after is not None:
+                delay = max(delay, retry_after * (1 + self.strategy.jitter * self._rng.random()))
+            if delay > 0:
+                self._poll_now.clear()
+                await self._sleep_or_wake(delay)
+
+    async def _sleep_or_wake(self, delay: float) -> None:
+        # A send wakes a short-polling client early: an answer is likely soon.
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        waker = asyncio.ensure_future(self._poll_now.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                task.cancel()
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
+
+    async def _create_session(self) -> bool:
+        """Create our session, which the first send would otherwise create; True if it now exists."""
+        body: dict[str, Any] = {"id": self.session_id}
+        if self.client_name:
+            body["client_name"] = self.client_name
+        try:
+            response = await self._request("POST", f"{API}/sessions", json=body)
+        except RequestFailed:
+            return False
+        # 409: it exists now (a send of ours created it meanwhile) or it is somebody else's;
+        # the next poll tells which.
+        return response.status_code == 201
+
+    async def _poll_once(self) -> bool:
+        wait = self.strategy.long_poll_wait if self.strategy.mode == "long" else 0
+        async with self._poll_lock:
+            if self._status.state != "connected" or self._status.error_count:
+                self._set_status(state="polling")
+            body = await self._get(self.session_id, since=self._cursor, wait=wait, etag=self._etag)
+        self._set_status(
+            state="connected", error_count=0, retry_attempts=0, last_successful_poll=self._clock.now(), last_error=None
+        )
+        if body is None:  # 304
+            self.stats.not_modified += 1
+            return False
+        messages = body["messages"]
+        if messages:
+            self.stats.useful_polls += 1
+        else:
+            self.stats.empty_polls += 1
+        for data in messages:
+            self._receive(ChatMessage.from_api(data))
+        self._cursor = body["cursor"]
+        self._outbox.set_cursor(self._cursor)
+        return bool(body["has_more"])
+
+    async def _get(self, session_id: str, *, since: str | None, wait: float, etag: str | None) -> dict[str, Any] | None:
+        params: dict[str, Any] = {"session_id": session_id}
+        if since:
+            params["since"] = since
+        if wait:
+            params["wait"] = wait
+        headers = {"If-None-Match": etag} if etag and not wait else {}
+        timeout = httpx.Timeout(self._timeout, read=wait + self._timeout)
+        response = await self._request("GET", f"{API}/messages", params=params, headers=headers, timeout=timeout)
+        if response.status_code == 304:
+            return None
+        if response.status_code != 200:
+            raise _refusal(response)
+        if session_id == self.session_id:
+            self._etag = response.headers.get("etag")
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        started = self._clock.monotonic()
+        self.stats.requests += 1
+        try:
+            response = await self._http.request(method, url, **kwargs)
+        except httpx.ConnectError as exc:
+            raise RequestFailed(f"cannot reach the server: {exc}", transient=True, offline=True) from exc
+        except httpx.TransportError as exc:
+            raise RequestFailed(f"connection failed: {type(exc).__name__}", transient=True) from exc
+        self.stats.record_latency(self._clock.monotonic() - started)
+        return response
+
+    def _failed(self, exc: RequestFailed, errors: int) -> None:
+        self.stats.errors += 1
+        state: ConnectionState = "offline" if exc.offline or (exc.transient and errors >= 3) else "error"
+        self._set_status(state=state, error_count=errors, retry_attempts=errors, last_error=str(exc))
+
+    def _receive(self, message: ChatMessage) -> None:
+        local = self._local.get(message.client_message_id) if message.client_message_id else None
+        previous = self._seen.get(message.id)
+        if previous == message.version:
+            return
+        self._seen[message.id] = message.version
+        if local is not None and local.session_id == message.session_id:
+            # Our own send, reported back by the server: an update of what the app shows.
+            self._local[message.client_message_id or ""] = message
+            self._emit(MessageEvent("update", message))
+            return
+        if previous is None:
+            self._touch()
+        self._emit(MessageEvent("new" if previous is None else "update", message))
+
+    # sending
+
+    async def _send_loop(self) -> None:
+        attempt = 0
+        one_by_one = False
+        while True:
+            if not len(self._outbox):
+                self._outbox_changed.clear()
+                one_by_one = False
+                await self._outbox_changed.wait()
+                continue
+            batch = self._outbox.head(1 if one_by_one else MAX_BATCH)
+            try:
+                await self._send_batch(batch)
+                attempt = 0
+            except RequestFailed as exc:
+                if not exc.transient and len(batch) > 1:
+                    # A server with a smaller batch limit: send the backlog one by one.
+                    one_by_one = True
+                    continue
+                if not exc.transient:
+                    # The whole request was refused (e.g. a bad token): fail the head only,
+                    # so the queue keeps moving and the application sees why.
+                    self._settle(batch[0], None, str(exc), exc.code)
+                    continue
+                attempt += 1
+                self.stats.send_retries += 1
+                delay = self.strategy.send_delay(attempt, self._rng)
+                if exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)
+                self._set_status(retry_attempts=attempt, last_error=str(exc))
+                await self._clock.sleep(delay)
+
+    async def _send_batch(self, batch: list[Outgoing]) -> None:
+        if len(batch) == 1:
+            response = await self._request("POST", f"{API}/messages", json=batch[0].request(self.client_name))
+            if response.status_code in (200, 201):
+                self._settle(batch[0], response.json()["message"], None, None)
+                return
+            raise _refusal(response)
+        response = await self._request(
+            "POST", f"{API}/messages/batch", json={"messages": [i.request(self.client_name) for i in batch]}
+        )
+        if response.status_code != 200:
+            raise _refusal(response)
+        for item, result in zip(batch, response.json()["results"], strict=True):
+            self._settle(item, result.get("message"), result.get("error"), result.get("code"))
+
+    def _settle(self, item: Outgoing, stored: dict[str, Any] | None, error: str | None, code: str | None) -> None:
+        self._outbox.remove({item.client_message_id})
+        local = self._local[item.client_message_id]
+        if stored is not None:
+            message = ChatMessage.from_api(stored)
+            if local.status in ("sending", "failed"):
+                self._local[item.client_message_id] = message
+                self._seen.setdefault(message.id, message.version)
+                self._emit(MessageEvent("update", message))
+            response = MessageResponse(True, message.id, message=message)
+        else:
+            failed = local.with_status("failed", error)
+            self._local[item.client_message_id] = failed
+            self._emit(MessageEvent("update", failed))
+            response = MessageResponse(False, None, error=error, code=code, message=failed)
+        future = self._waiters.pop(item.client_message_id, None)
+        if future is not None and not future.done():
+            future.set_result(response)
+        self._poll_now.set()
+
+    # helpers
+
+    def _local_message(self, item: Outgoing) -> ChatMessage:
+        return ChatMessage(
+            id=f"local:{item.client_message_id}",
+            type="assistant" if item.type == "assistant" else "user",
+            content=item.content,
+            timestamp=item.created_at,
+            session_id=item.session_id,
+            status="sending",
+            client_message_id=item.client_message_id,
+            metadata=item.metadata,
+        )
+
+    @staticmethod
+    def _response(message: ChatMessage) -> MessageResponse:
+        if message.status == "failed":
+            return MessageResponse(False, None, error=message.error, message=message)
+        return MessageResponse(True, message.id, message=message)
+
+    def _touch(self) -> None:
+        self._last_activity = self._clock.monotonic()
+
+    def _set_status(self, **changes: Any) -> None:
+        status = replace(self._status, **changes)
+        before = self._status
+        self._status = status
+        # A new poll time alone is not news; a change of state, activity or error count is.
+        if replace(status, last_successful_poll=None, last_error=None) != replace(
+            before, last_successful_poll=None, last_error=None
+        ):
+            self._emit(status)
+
+    def _emit(self, event: MessageEvent | ConnectionStatus) -> None:
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+        callbacks: list[Any] = self._message_callbacks if isinstance(event, MessageEvent) else self._status_callbacks
+        for callback in callbacks:
+            try:
+                callback(event)
+            except Exception:
+                logger.exception("a pollchat callback failed")

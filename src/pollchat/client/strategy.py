@@ -1,0 +1,57 @@
+"""When to poll next: the seed's ``PollingStrategy`` with jitter.
+
+Long polling is the default: the server holds the request, so the next poll goes out as soon
+as the previous one answers. Short polling adapts: ``active_interval`` while the chat is busy,
+``inactive_interval`` when idle, and after errors the interval grows by ``backoff_multiplier``
+up to ``max_interval``. Every delay gets random jitter so that clients cut off together by a
+server restart do not come back in the same second.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(slots=True)
+class PollingStrategy:
+    """Polling intervals in seconds (the seed's defaults)."""
+
+    mode: Literal["long", "short"] = "long"
+    long_poll_wait: float = 30.0
+    base_interval: float = 3.0
+    max_interval: float = 30.0
+    backoff_multiplier: float = 1.5
+    active_interval: float = 2.0
+    inactive_interval: float = 10.0
+    active_window: float = 60.0
+    jitter: float = 0.2
+    send_retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+
+    def poll_delay(self, *, errors: int, seconds_since_activity: float | None, rng: random.Random) -> float:
+        """Seconds to wait before the next poll.
+
+        Args:
+            errors: consecutive failed polls so far.
+            seconds_since_activity: time since a message was last sent or received, None if never.
+        """
+        if errors:
+            delay = min(self.base_interval * self.backoff_multiplier ** (errors - 1), self.max_interval)
+        elif self.mode == "long":
+            return 0.0
+        elif seconds_since_activity is not None and seconds_since_activity < self.active_window:
+            delay = self.active_interval
+        elif seconds_since_activity is None:
+            delay = self.base_interval
+        else:
+            delay = self.inactive_interval
+        return self._jittered(delay, rng)
+
+    def send_delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds before retry number ``attempt`` (1-based) of a send: 1, 2, 4, 8, 8, ..."""
+        delays = self.send_retry_delays
+        return self._jittered(delays[min(attempt, len(delays)) - 1], rng)
+
+    def _jittered(self, delay: float, rng: random.Random) -> float:
+        return max(0.0, delay * (1 + self.jitter * (2 * rng.random() - 1)))
