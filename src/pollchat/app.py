@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.middleware.gzip import GZipMiddleware
 
 from pollchat import __version__
-from pollchat.api import health, messages, sessions, users
+from pollchat.api import health, messages, sessions, users, web
 from pollchat.api.deps import Services
 from pollchat.api.errors import install_error_handlers
 from pollchat.assistants import create_responder
@@ -96,9 +96,7 @@ def _describe_errors_truthfully(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     operation.get("responses", {}).pop("422", None)
@@ -147,8 +145,9 @@ def create_app(
     app.state.services = services
     app.state.assistant = None
     install_error_handlers(app)
-    for module in (health, messages, sessions, users):
+    for module in (health, messages, sessions, users, web):
         app.include_router(module.router)
+    app.mount("/web", web.static_files(), name="web")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
