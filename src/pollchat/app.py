@@ -43,6 +43,8 @@ def build_services(settings: Settings, *, clock: Clock | None = None, storage: S
     metrics = Metrics()
     notifier = Notifier(max_parked_per_user=settings.max_parked_polls_per_user, monotonic=clock.monotonic)
     chat = ChatService(storage=storage, notifier=notifier, metrics=metrics, settings=settings, clock=clock)
+    # Commits of other instances (PostgreSQL LISTEN/NOTIFY) wake this instance's long polls.
+    storage.on_change(notifier.wake)
     return Services(
         settings=settings,
         clock=clock,

@@ -107,9 +107,20 @@ class Notifier:
             waiter.wake()
         return len(waiters)
 
-    def close(self) -> None:
-        """Answer every parked poll now, and every later one at once (server shutdown)."""
-        self._closed = True
+    def notify_all(self) -> None:
+        """Wake every waiter (after notifications may have been lost)."""
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.wake()
+
+    def wake(self, session_id: str) -> None:
+        """Wake one session's waiters, or everyone's for ``"*"``."""
+        if session_id == "*":
+            self.notify_all()
+        else:
+            self.notify(session_id)
+
+    def close(self) -> None:
+        """Answer every parked poll now, and every later one at once (server shutdown)."""
+        self._closed = True
+        self.notify_all()

@@ -16,10 +16,13 @@ def create_storage(url: str) -> Storage:
         except ValueError as exc:
             raise ConfigurationError(str(exc), code="bad_database_url") from exc
     if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigurationError(
-            "PostgreSQL storage is not available in this version; use a sqlite:/// URL",
-            code="backend_unavailable",
-        )
+        try:
+            from pollchat.storage.postgres import PostgresStorage
+        except ImportError as exc:
+            raise ConfigurationError(
+                "PostgreSQL storage needs asyncpg: pip install 'pollchat[postgres]'", code="missing_driver"
+            ) from exc
+        return PostgresStorage(url)
     raise ConfigurationError(
         f"unknown database URL {url!r}: use sqlite:///path.db or postgresql://user@host:port/db",
         code="bad_database_url",

@@ -10,7 +10,7 @@ in its latest state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -113,6 +113,14 @@ class Storage(Protocol):
 
     async def ping(self) -> None:
         """Raise if storage cannot answer."""
+        ...
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(session_id)`` for changes committed by *other* processes.
+
+        ``"*"`` means "any session": notifications may have been lost, re-read everything.
+        A single-process backend never calls it.
+        """
         ...
 
     # users

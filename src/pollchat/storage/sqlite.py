@@ -276,8 +276,8 @@ class SQLiteStorage:
             await self._insert_session(conn, item.session_id, author.id, item.client_name, now)
         elif row[0] != author.id and not author.sees_all_sessions:
             return Appended(None, error=NotFound("no such session", code="session_not_found"))
-        elif row[1]:
-            return Appended(None, error=Conflict("the session is closed", code="session_closed"))
+        # A replay is answered before the closed check: the same key always answers with the
+        # first message, also when the session closed after it was stored (a lost acknowledgement).
         if item.client_message_id is not None:
             existing = await self._one(
                 conn,
@@ -287,6 +287,8 @@ class SQLiteStorage:
             )
             if existing:
                 return Appended(_message(existing), created=False)
+        if row is not None and row[1]:
+            return Appended(None, error=Conflict("the session is closed", code="session_closed"))
         seq = await self._bump(conn, item.session_id)
         message_id = new_message_id()
         metadata = json.dumps(item.metadata, separators=(",", ":")) if item.metadata is not None else None

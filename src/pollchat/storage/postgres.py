@@ -1,0 +1,440 @@
+"""PostgreSQL storage, for many server instances sharing one database.
+
+The cursor invariant holds as on SQLite: every write to a session first locks the session's
+row (``SELECT ... FOR UPDATE``), so writes to one session are serialised and take their change
+sequence numbers in commit order. Each such transaction also sends ``NOTIFY pollchat, <session>``,
+which PostgreSQL delivers on commit to every instance's listening connection; those wake their
+parked long polls. A notification is only a hint: pollers then read the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from pollchat.clock import isoformat, parse_iso
+from pollchat.errors import Conflict, NotFound, Unavailable
+from pollchat.ids import new_message_id, new_user_id
+from pollchat.storage.base import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
+from pollchat.storage.schema import MIGRATIONS
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "pollchat"
+_SESSION_COLUMNS = "id, owner_id, client_name, created_at, last_activity, closed, message_count, last_message_id, head"
+_MESSAGE_COLUMNS = (
+    "id, session_id, user_id, type, content, created_at, client_message_id, metadata, delivered, read,"
+    " created_seq, change_seq, edited_at"
+)
+ChangeListener = Callable[[str], None]
+
+
+def _set_event(event: asyncio.Event, *_args: object) -> None:
+    event.set()
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(id=row["id"], name=row["name"], role=row["role"], created_at=parse_iso(row["created_at"]))
+
+
+def _session(row: asyncpg.Record) -> Session:
+    return Session(
+        id=row["id"],
+        owner_id=row["owner_id"],
+        client_name=row["client_name"],
+        created_at=parse_iso(row["created_at"]),
+        last_activity=parse_iso(row["last_activity"]),
+        closed=bool(row["closed"]),
+        message_count=row["message_count"],
+        last_message_id=row["last_message_id"],
+        head=row["head"],
+    )
+
+
+def _message(row: asyncpg.Record) -> Message:
+    return Message(
+        id=row["id"],
+        session_id=row["session_id"],
+        user_id=row["user_id"],
+        type=row["type"],
+        content=row["content"],
+        timestamp=parse_iso(row["created_at"]),
+        client_message_id=row["client_message_id"],
+        metadata=json.loads(row["metadata"]) if row["metadata"] is not None else None,
+        delivered=bool(row["delivered"]),
+        read=bool(row["read"]),
+        created_seq=row["created_seq"],
+        change_seq=row["change_seq"],
+        edited_at=parse_iso(row["edited_at"]) if row["edited_at"] else None,
+    )
+
+
+class PostgresStorage:
+    """The scale-out backend: a connection pool plus one listening connection."""
+
+    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._listeners: list[ChangeListener] = []
+        self._listen_task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    # lifecycle
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=self._min_size, max_size=self._max_size)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise Unavailable(f"cannot connect to PostgreSQL: {exc}", code="storage_unavailable") from exc
+        await self._migrate()
+        self._listen_task = asyncio.create_task(self._listen(), name="pollchat-pg-listen")
+
+    async def close(self) -> None:
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            try:
+                await self._listen_task
+            except asyncio.CancelledError:
+                pass
+            self._listen_task = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call ``listener(session_id)`` for every change committed by any instance."""
+        self._listeners.append(listener)
+
+    async def _listen(self) -> None:
+        # The listening connection reconnects by itself. After a reconnect every listener is
+        # told "*": notifications may have been lost meanwhile, so every parked poll re-reads.
+        delay = 0.2
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                lost = asyncio.Event()
+                conn.add_termination_listener(functools.partial(_set_event, lost))
+                await conn.add_listener(CHANNEL, self._notified)
+                self._listening.set()
+                self._fan_out("*")
+                delay = 0.2
+                while not lost.is_set():
+                    try:
+                        async with asyncio.timeout(5):
+                            await lost.wait()
+                    except TimeoutError:
+                        await conn.execute("SELECT 1")  # notices a dead connection
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("PostgreSQL listener lost (%s); reconnecting in %.1f s", exc, delay)
+            finally:
+                self._listening.clear()
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._fan_out(payload)
+
+    def _fan_out(self, session_id: str) -> None:
+        for listener in self._listeners:
+            listener(session_id)
+
+    @property
+    def _p(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("storage is not open")
+        return self._pool
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._p.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def _migrate(self) -> None:
+        async with self._transaction() as conn:
+            # One migrator at a time across instances starting together.
+            await conn.execute("SELECT pg_advisory_xact_lock(7355608)")
+            await conn.execute("CREATE TABLE IF NOT EXISTS pollchat_schema (version INTEGER NOT NULL)")
+            version = await conn.fetchval("SELECT version FROM pollchat_schema")
+            if version is None:
+                await conn.execute("INSERT INTO pollchat_schema (version) VALUES (0)")
+                version = 0
+            for step, script in enumerate(MIGRATIONS[version:], start=version):
+                await conn.execute(script)
+                await conn.execute("UPDATE pollchat_schema SET version = $1", step + 1)
+
+    async def ping(self) -> None:
+        await self._p.fetchval("SELECT 1")
+
+    # users
+
+    async def create_user(self, *, name: str, role: Role, token_hash: str, now: datetime) -> User:
+        user = User(id=new_user_id(), name=name, role=role, created_at=now)
+        try:
+            await self._p.execute(
+                "INSERT INTO users (id, name, role, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+                user.id,
+                name,
+                role,
+                token_hash,
+                isoformat(now),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"a user named {name!r} exists", code="user_exists") from exc
+        return user
+
+    async def put_user(self, *, name: str, role: Role, token_hash: str, now: datetime) -> User:
+        async with self._transaction() as conn:
+            await conn.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+            row = await conn.fetchrow("SELECT id, name, role, created_at FROM users WHERE name = $1", name)
+            # A token given to another user by hand wins: the old holder loses it.
+            await conn.execute(
+                "UPDATE users SET token_hash = 'revoked:' || id WHERE token_hash = $1 AND name != $2", token_hash, name
+            )
+            if row is None:
+                user = User(id=new_user_id(), name=name, role=role, created_at=now)
+                await conn.execute(
+                    "INSERT INTO users (id, name, role, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    user.id,
+                    name,
+                    role,
+                    token_hash,
+                    isoformat(now),
+                )
+                return user
+            await conn.execute("UPDATE users SET role = $1, token_hash = $2 WHERE id = $3", role, token_hash, row["id"])
+            return User(id=row["id"], name=row["name"], role=role, created_at=parse_iso(row["created_at"]))
+
+    async def user_by_token_hash(self, token_hash: str) -> User | None:
+        row = await self._p.fetchrow("SELECT id, name, role, created_at FROM users WHERE token_hash = $1", token_hash)
+        return _user(row) if row else None
+
+    async def list_users(self) -> list[User]:
+        rows = await self._p.fetch("SELECT id, name, role, created_at FROM users ORDER BY created_at, id")
+        return [_user(r) for r in rows]
+
+    async def has_admin(self) -> bool:
+        return bool(await self._p.fetchval("SELECT 1 FROM users WHERE role = 'admin' LIMIT 1"))
+
+    # sessions
+
+    async def create_session(
+        self, *, session_id: str, owner_id: str, client_name: str | None, now: datetime
+    ) -> Session:
+        stamp = isoformat(now)
+        row = await self._p.fetchrow(
+            f"INSERT INTO sessions (id, owner_id, client_name, created_at, last_activity) VALUES ($1, $2, $3, $4, $4)"
+            f" ON CONFLICT (id) DO NOTHING RETURNING {_SESSION_COLUMNS}",
+            session_id,
+            owner_id,
+            client_name,
+            stamp,
+        )
+        if row is None:
+            raise Conflict(f"session {session_id!r} exists", code="session_exists")
+        return _session(row)
+
+    async def get_session(self, session_id: str) -> Session | None:
+        row = await self._p.fetchrow(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = $1", session_id)
+        return _session(row) if row else None
+
+    async def list_sessions(
+        self, *, owner_id: str | None, status: str | None, inactive_before: datetime, limit: int
+    ) -> list[Session]:
+        where: list[str] = []
+        params: list[Any] = []
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        if owner_id is not None:
+            where.append(f"owner_id = {param(owner_id)}")
+        if status == "closed":
+            where.append("closed = 1")
+        elif status == "active":
+            where.append(f"closed = 0 AND last_activity >= {param(isoformat(inactive_before))}")
+        elif status == "inactive":
+            where.append(f"closed = 0 AND last_activity < {param(isoformat(inactive_before))}")
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        rows = await self._p.fetch(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions {clause} ORDER BY last_activity DESC, id LIMIT {param(limit)}",
+            *params,
+        )
+        return [_session(r) for r in rows]
+
+    async def update_session(
+        self, session_id: str, *, closed: bool | None, client_name: str | None, now: datetime
+    ) -> Session:
+        row = await self._p.fetchrow(
+            f"UPDATE sessions SET closed = COALESCE($2, closed), client_name = COALESCE($3, client_name),"
+            f" last_activity = $4 WHERE id = $1 RETURNING {_SESSION_COLUMNS}",
+            session_id,
+            None if closed is None else int(closed),
+            client_name,
+            isoformat(now),
+        )
+        if row is None:
+            raise NotFound("no such session", code="session_not_found")
+        return _session(row)
+
+    # messages
+
+    async def append(self, items: Sequence[NewMessage], *, author: User, now: datetime) -> list[Appended]:
+        stamp = isoformat(now)
+        results: list[Appended] = []
+        async with self._transaction() as conn:
+            touched: set[str] = set()
+            for item in items:
+                result = await self._append_one(conn, item, author, stamp)
+                results.append(result)
+                if result.created:
+                    touched.add(item.session_id)
+            for session_id in touched:
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, session_id)
+        return results
+
+    async def _append_one(self, conn: asyncpg.Connection, item: NewMessage, author: User, stamp: str) -> Appended:
+        await conn.execute(
+            "INSERT INTO sessions (id, owner_id, client_name, created_at, last_activity) VALUES ($1, $2, $3, $4, $4)"
+            " ON CONFLICT (id) DO NOTHING",
+            item.session_id,
+            author.id,
+            item.client_name,
+            stamp,
+        )
+        # The row lock serialises writers of this session until commit.
+        row = await conn.fetchrow("SELECT owner_id, closed FROM sessions WHERE id = $1 FOR UPDATE", item.session_id)
+        if row["owner_id"] != author.id and not author.sees_all_sessions:
+            return Appended(None, error=NotFound("no such session", code="session_not_found"))
+        if row["closed"]:
+            return Appended(None, error=Conflict("the session is closed", code="session_closed"))
+        if item.client_message_id is not None:
+            existing = await conn.fetchrow(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                " WHERE user_id = $1 AND session_id = $2 AND client_message_id = $3",
+                author.id,
+                item.session_id,
+                item.client_message_id,
+            )
+            if existing:
+                return Appended(_message(existing), created=False)
+        message_id = new_message_id()
+        seq = await conn.fetchval(
+            "UPDATE sessions SET head = head + 1, message_count = message_count + 1, last_message_id = $2,"
+            " last_activity = $3 WHERE id = $1 RETURNING head",
+            item.session_id,
+            message_id,
+            stamp,
+        )
+        metadata = json.dumps(item.metadata, separators=(",", ":")) if item.metadata is not None else None
+        row = await conn.fetchrow(
+            f"INSERT INTO messages ({_MESSAGE_COLUMNS})"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $9, NULL)"
+            f" RETURNING {_MESSAGE_COLUMNS}",
+            message_id,
+            item.session_id,
+            author.id,
+            item.type,
+            item.content,
+            stamp,
+            item.client_message_id,
+            metadata,
+            seq,
+        )
+        return Appended(_message(row), created=True)
+
+    async def changes(self, session_id: str, *, after: int, limit: int) -> Page:
+        # Head first: every row with change_seq <= head committed with it (see SQLite).
+        async with self._p.acquire() as conn:
+            head = await conn.fetchval("SELECT head FROM sessions WHERE id = $1", session_id) or 0
+            rows = await conn.fetch(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND change_seq > $2"
+                " AND change_seq <= $3 ORDER BY change_seq LIMIT $4",
+                session_id,
+                after,
+                head,
+                limit + 1,
+            )
+        messages = [_message(r) for r in rows[:limit]]
+        has_more = len(rows) > limit
+        return Page(messages=messages, head=head, has_more=has_more, upto=messages[-1].change_seq if has_more else head)
+
+    async def get_message(self, message_id: str) -> Message | None:
+        row = await self._p.fetchrow(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
+        return _message(row) if row else None
+
+    async def _bump_each(self, conn: asyncpg.Connection, session_id: str, ids: Sequence[str], sets: str) -> int:
+        head: int = await conn.fetchval("SELECT head FROM sessions WHERE id = $1 FOR UPDATE", session_id) or 0
+        for message_id in ids:
+            head += 1
+            await conn.execute(f"UPDATE messages SET {sets}, change_seq = $2 WHERE id = $1", message_id, head)
+        if ids:
+            await conn.execute("UPDATE sessions SET head = $2 WHERE id = $1", session_id, head)
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, session_id)
+        return head
+
+    async def mark_delivered(self, session_id: str, message_ids: Sequence[str], *, now: datetime) -> int:
+        async with self._transaction() as conn:
+            await conn.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id)
+            rows = await conn.fetch(
+                "SELECT id FROM messages WHERE session_id = $1 AND id = ANY($2::text[]) AND delivered = 0",
+                session_id,
+                list(message_ids),
+            )
+            pending = {r["id"] for r in rows}
+            return await self._bump_each(conn, session_id, [m for m in message_ids if m in pending], "delivered = 1")
+
+    async def mark_read(self, session_id: str, *, message_type: MessageType, up_to_seq: int, now: datetime) -> int:
+        async with self._transaction() as conn:
+            await conn.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id)
+            rows = await conn.fetch(
+                "SELECT id FROM messages WHERE session_id = $1 AND type = $2 AND created_seq <= $3 AND read = 0"
+                " ORDER BY created_seq",
+                session_id,
+                message_type,
+                up_to_seq,
+            )
+            return await self._bump_each(conn, session_id, [r["id"] for r in rows], "read = 1, delivered = 1")
+
+    async def edit(self, message_id: str, *, content: str, now: datetime) -> Message:
+        async with self._transaction() as conn:
+            session_id = await conn.fetchval("SELECT session_id FROM messages WHERE id = $1", message_id)
+            if session_id is None:
+                raise NotFound("no such message", code="message_not_found")
+            head = await conn.fetchval("UPDATE sessions SET head = head + 1 WHERE id = $1 RETURNING head", session_id)
+            row = await conn.fetchrow(
+                f"UPDATE messages SET content = $2, edited_at = $3, change_seq = $4 WHERE id = $1"
+                f" RETURNING {_MESSAGE_COLUMNS}",
+                message_id,
+                content,
+                isoformat(now),
+                head,
+            )
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, session_id)
+        return _message(row)
+
+    async def pending_user_messages(self, *, since: datetime, limit: int) -> list[Message]:
+        columns = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
+        rows = await self._p.fetch(
+            f"SELECT {columns} FROM messages m JOIN sessions s ON s.id = m.session_id"
+            " WHERE m.delivered = 0 AND m.type = 'user' AND m.created_at >= $1 AND s.closed = 0"
+            " ORDER BY m.created_at LIMIT $2",
+            isoformat(since),
+            limit,
+        )
+        return [_message(r) for r in rows]
