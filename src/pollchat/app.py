@@ -25,6 +25,7 @@ from pollchat.metrics import Metrics
 from pollchat.middleware import BodyLimitMiddleware, MetricsMiddleware
 from pollchat.notifier import Notifier
 from pollchat.ratelimit import RateLimiter
+from pollchat.server import chain_exit_signals
 from pollchat.settings import Settings
 from pollchat.storage import Storage, create_storage
 
@@ -116,12 +117,20 @@ def create_app(
     clock: Clock | None = None,
     storage: Storage | None = None,
     announce_token: TokenAnnouncer | None = None,
+    wake_on_signals: bool = False,
 ) -> FastAPI:
-    """The ASGI app for ``settings``."""
+    """The ASGI app for ``settings``.
+
+    Args:
+        announce_token: called with the first admin's token when start-up mints one.
+        wake_on_signals: answer parked long polls at once on SIGTERM/SIGINT (for servers;
+            tests that run the app in-process leave the signals alone).
+    """
     services = build_services(settings, clock=clock, storage=storage)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        restore_signals = chain_exit_signals(services.notifier.close) if wake_on_signals else None
         await services.storage.open()
         runner: AssistantRunner | None = None
         try:
@@ -132,6 +141,8 @@ def create_app(
             app.state.assistant = runner
             yield
         finally:
+            if restore_signals is not None:
+                restore_signals()
             services.notifier.close()
             if runner is not None:
                 await runner.stop()

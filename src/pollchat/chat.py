@@ -184,14 +184,18 @@ class ChatService:
     async def _read(self, user: User, session: Session, after: int, limit: int) -> Page:
         page = await self.storage.changes(session.id, after=after, limit=limit)
         side = self.other_side(user, session)
-        fetched = [m.id for m in page.messages if m.type == side and not m.delivered and m.user_id != user.id]
-        if not fetched:
-            return page
+        marked = False
         # Fetching by the other side is delivery. Mark first, then answer with the marked
-        # state, so the poller's cursor already covers the change it caused.
-        await self.storage.mark_delivered(session.id, fetched, now=self.clock.now())
-        self.notifier.notify(session.id)
-        return await self.storage.changes(session.id, after=after, limit=limit)
+        # state, so the poller's cursor already covers the change it caused. Marking moves a
+        # message to the end of the change order, which can pull later undelivered messages
+        # into a limited page: repeat until the page answered holds none of them.
+        while fetched := [m.id for m in page.messages if m.type == side and not m.delivered and m.user_id != user.id]:
+            await self.storage.mark_delivered(session.id, fetched, now=self.clock.now())
+            marked = True
+            page = await self.storage.changes(session.id, after=after, limit=limit)
+        if marked:
+            self.notifier.notify(session.id)
+        return page
 
     async def poll(
         self, user: User, session_id: str, *, since: str | None, limit: int, wait: float, if_none_match: str | None

@@ -41,6 +41,7 @@ def main() -> None:
 @click.option("--database", "database_url", help="sqlite:///file.db or postgresql://... [POLLCHAT_DATABASE_URL].")
 @click.option("--assistant", help="Who answers as assistant: none or echo [POLLCHAT_ASSISTANT; default echo].")
 @click.option("--log-level", help="debug, info, warning or error [POLLCHAT_LOG_LEVEL; default info].")
+@click.option("--workers", type=int, help="Worker processes; more than one needs PostgreSQL [POLLCHAT_WORKERS].")
 def serve(**flags: Any) -> None:
     """Run the chat server."""
     from pollchat.app import create_app
@@ -57,13 +58,13 @@ def serve(**flags: Any) -> None:
         sys.stdout.flush()
 
     try:
-        app = create_app(settings, announce_token=announce)
+        app = create_app(settings, announce_token=announce, wake_on_signals=True) if settings.workers == 1 else None
+        click.echo(f"pollchat: assistant={settings.assistant} database={settings.database_url}")
+        click.echo(f"Serving on {base}/  (API under {base}/api/v1, docs at {base}/docs)")
+        sys.stdout.flush()
+        run(settings, app=app)
     except PollchatError as exc:
         raise click.ClickException(exc.message) from exc
-    click.echo(f"pollchat: assistant={settings.assistant} database={settings.database_url}")
-    click.echo(f"Serving on {base}/  (API under {base}/api/v1, docs at {base}/docs)")
-    sys.stdout.flush()
-    run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
 def _client_options(command: Any) -> Any:

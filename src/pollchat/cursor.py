@@ -34,7 +34,9 @@ def decode_cursor(session_id: str, cursor: str, *, head: int) -> int:
     """The position a cursor names; 400 for garbage, another session's cursor, or one ahead of ``head``."""
     body = cursor.removeprefix(_PREFIX)
     seq_text, _, tag = body.partition("_")
-    if not cursor.startswith(_PREFIX) or not seq_text.isdigit() or len(seq_text) > 18 or not tag:
+    # ASCII only: str.isdigit() also accepts digits such as '²' that int() refuses.
+    digits = seq_text.isascii() and seq_text.isdigit()
+    if not cursor.startswith(_PREFIX) or not digits or len(seq_text) > 18 or not tag:
         raise BadRequest("`since` is neither a cursor from this server nor a message id", code="bad_cursor")
     if tag != _tag(session_id):
         raise BadRequest("`since` is a cursor of another session", code="cursor_wrong_session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -16,18 +17,33 @@ ClientMessageId = Annotated[str, StringConstraints(min_length=1, max_length=128)
 ClientName = Annotated[str, StringConstraints(max_length=200)]
 
 
-def _encodable(value: object) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_encodable(k) and _encodable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_encodable(v) for v in value)
-    return True
+MAX_JSON_DEPTH = 64
+
+
+def _unstorable(value: object) -> str | None:
+    """Why a parsed JSON value cannot be stored and answered as it came, or None.
+
+    Iterative on purpose: deeply nested input must be refused, not overflow the stack.
+    """
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"values may nest at most {MAX_JSON_DEPTH} levels deep"
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "strings must be valid Unicode (no lone surrogates)"
+        elif isinstance(item, float) and not math.isfinite(item):
+            # Python's JSON parser takes NaN and Infinity, but JSON has no such numbers.
+            return "numbers must be finite (NaN and Infinity are not JSON)"
+        elif isinstance(item, dict):
+            stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return None
 
 
 class _Request(BaseModel):
@@ -38,8 +54,9 @@ class _Request(BaseModel):
     @model_validator(mode="after")
     def _valid_unicode(self) -> Self:
         # JSON can carry lone surrogates ("\ud800"); they are not text and cannot be stored.
-        if not _encodable(list(self.__dict__.values())):
-            raise ValueError("strings must be valid Unicode (no lone surrogates)")
+        problem = _unstorable(list(self.__dict__.values()))
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 

@@ -1,48 +1,95 @@
-"""Runs the app on uvicorn, answering parked long polls at once when asked to stop."""
+"""Runs the app on uvicorn: one process, or several workers sharing PostgreSQL.
+
+uvicorn waits for open requests before it shuts an app down, and a long poll may be parked
+for a minute. So the app chains its own handler in front of the server's SIGTERM/SIGINT
+handler: the notifier is closed on the signal itself, parked polls answer at once with what
+they have, and the server's own shutdown follows. This works for uvicorn's worker processes
+too, since each worker builds its app (and installs the chain) itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
-from pollchat.api.deps import Services
+from pollchat.errors import ConfigurationError
+from pollchat.settings import Settings
+
+_EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How a parent process hands its settings to uvicorn's worker processes.
+_WORKER_SETTINGS = "POLLCHAT_WORKER_SETTINGS_JSON"
 
 
-class PollchatServer(uvicorn.Server):
-    """A uvicorn server whose exit signal first wakes every parked long poll.
+def chain_exit_signals(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` on the event loop when SIGINT/SIGTERM arrives, then the previous handler.
 
-    uvicorn waits for open requests before it shuts the app down; a long poll may be parked
-    for a minute, so the notifier is closed on the signal itself and those polls answer now.
+    Returns:
+        A function that puts the previous handlers back.
     """
+    loop = asyncio.get_running_loop()
+    previous = {sig: signal.getsignal(sig) for sig in _EXIT_SIGNALS}
 
-    def __init__(self, config: uvicorn.Config, services: Services) -> None:
-        super().__init__(config)
-        self._services = services
-        self._loop: asyncio.AbstractEventLoop | None = None
+    def handler(sig: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(callback)
+        before = previous[signal.Signals(sig)]
+        if callable(before):
+            before(sig, frame)
+        elif before == signal.SIG_DFL:
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
 
-    async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
-        self._loop = asyncio.get_running_loop()
-        await super().startup(sockets)  # type: ignore[arg-type]
+    for sig in _EXIT_SIGNALS:
+        signal.signal(sig, handler)
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._services.notifier.close)
-        super().handle_exit(sig, frame)
+    def restore() -> None:
+        for sig, before in previous.items():
+            signal.signal(sig, before)
+
+    return restore
 
 
-def run(app: FastAPI, *, host: str, port: int, log_level: str) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM."""
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
+def _options(settings: Settings) -> dict[str, Any]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.log_level == "debug",
         # Longer than any long poll, so a proxy's keep-alive connection is not cut under it.
-        timeout_keep_alive=75,
-        timeout_graceful_shutdown=10,
-        server_header=False,
-    )
-    PollchatServer(config, app.state.services).run()
+        "timeout_keep_alive": 75,
+        "timeout_graceful_shutdown": 10,
+        "server_header": False,
+    }
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process, from the settings its parent handed down."""
+    from pollchat.app import create_app
+
+    settings = Settings.model_validate(json.loads(os.environ[_WORKER_SETTINGS]))
+    return create_app(settings, wake_on_signals=True)
+
+
+def run(settings: Settings, *, app: FastAPI | None = None) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    if settings.workers == 1:
+        if app is None:
+            from pollchat.app import create_app
+
+            app = create_app(settings, wake_on_signals=True)
+        uvicorn.Server(uvicorn.Config(app, **_options(settings))).run()
+        return
+    if settings.database_url.startswith("sqlite"):
+        raise ConfigurationError(
+            "several workers need a shared database: use --database postgresql://... (SQLite serves one process)",
+            code="workers_need_postgres",
+        )
+    os.environ[_WORKER_SETTINGS] = settings.model_dump_json()
+    uvicorn.run("pollchat.server:worker_app", factory=True, workers=settings.workers, **_options(settings))

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
         "sqlite:///pollchat.db",
         description="sqlite:///relative.db, sqlite:////absolute.db or postgresql://user@host:port/db.",
     )
+    workers: int = Field(1, ge=1, le=64, description="Worker processes; more than one needs PostgreSQL.")
     assistant: str = Field("echo", description="Who answers as `assistant`: none or echo.")
     admin_token: str | None = Field(
         None, description="Token of the user `admin` (role admin), created or updated at start-up."

@@ -321,8 +321,8 @@ class PostgresStorage:
         row = await conn.fetchrow("SELECT owner_id, closed FROM sessions WHERE id = $1 FOR UPDATE", item.session_id)
         if row["owner_id"] != author.id and not author.sees_all_sessions:
             return Appended(None, error=NotFound("no such session", code="session_not_found"))
-        if row["closed"]:
-            return Appended(None, error=Conflict("the session is closed", code="session_closed"))
+        # A replay is answered before the closed check: the same key always answers with the
+        # first message, also when the session closed after it was stored (a lost acknowledgement).
         if item.client_message_id is not None:
             existing = await conn.fetchrow(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages"
@@ -333,6 +333,8 @@ class PostgresStorage:
             )
             if existing:
                 return Appended(_message(existing), created=False)
+        if row["closed"]:
+            return Appended(None, error=Conflict("the session is closed", code="session_closed"))
         message_id = new_message_id()
         seq = await conn.fetchval(
             "UPDATE sessions SET head = head + 1, message_count = message_count + 1, last_message_id = $2,"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -151,6 +151,9 @@ class SQLiteStorage:
 
     async def ping(self) -> None:
         await self._one(self._r, "SELECT 1")
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """One process owns the file and notifies its own waiters: nothing to relay."""
 
     # users
 
