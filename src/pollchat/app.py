@@ -24,7 +24,7 @@ from pollchat.clock import Clock, SystemClock
 from pollchat.metrics import Metrics
 from pollchat.middleware import BodyLimitMiddleware, MetricsMiddleware
 from pollchat.notifier import Notifier
-from pollchat.ratelimit import RateLimiter
+from pollchat.ratelimit import RateLimiter, create_limit_storage
 from pollchat.server import chain_exit_signals
 from pollchat.settings import Settings
 from pollchat.storage import Storage, create_storage
@@ -52,7 +52,11 @@ def build_services(settings: Settings, *, clock: Clock | None = None, storage: S
         storage=storage,
         notifier=notifier,
         metrics=metrics,
-        limiter=RateLimiter(send_rate=settings.send_rate_limit, poll_rate=settings.poll_rate_limit),
+        limiter=RateLimiter(
+            send_rate=settings.send_rate_limit,
+            poll_rate=settings.poll_rate_limit,
+            storage=create_limit_storage(settings.rate_limit_url),
+        ),
         auth=Authenticator(storage),
         chat=chat,
     )

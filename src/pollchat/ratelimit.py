@@ -1,16 +1,41 @@
-"""Per-user rate limits for sends and polls, on the ``limits`` library's moving window."""
+"""Per-user rate limits for sends and polls, on the ``limits`` library's moving window.
+
+The counters live in memory (one process) or in Redis (shared by every instance). When Redis
+cannot be reached the limiter lets requests through and logs it: a chat that keeps working
+beats one that refuses everybody because its rate counter is down.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 
-from pollchat.errors import TooManyRequests
+from pollchat.errors import ConfigurationError, TooManyRequests
 from pollchat.settings import parse_rate
+
+logger = logging.getLogger(__name__)
+
+
+def create_limit_storage(url: str) -> Storage:
+    """Counters for ``memory://`` or ``redis://host:port/db``."""
+    if url == "memory://":
+        return MemoryStorage()
+    if url.startswith(("redis://", "rediss://")):
+        try:
+            storage = storage_from_string("async+" + url, implementation="redispy")
+        except Exception as exc:  # limits raises its own ConfigurationError for a missing driver
+            raise ConfigurationError(
+                f"cannot use {url!r} for rate limits ({exc}); pip install 'pollchat[redis]'", code="bad_rate_limit_url"
+            ) from exc
+        assert isinstance(storage, Storage)
+        return storage
+    raise ConfigurationError(f"rate limit storage {url!r} is neither memory:// nor redis://", code="bad_rate_limit_url")
 
 
 class RateLimiter:
@@ -29,9 +54,13 @@ class RateLimiter:
         item = self._limits.get(kind)
         if item is None:
             return
-        if await self._limiter.hit(item, kind, user_id, cost=cost):
+        try:
+            if await self._limiter.hit(item, kind, user_id, cost=cost):
+                return
+            stats = await self._limiter.get_window_stats(item, kind, user_id)
+        except Exception as exc:  # the shared counter store is down: fail open
+            logger.warning("rate limit storage unavailable (%s); letting a %s through", exc, kind)
             return
-        stats = await self._limiter.get_window_stats(item, kind, user_id)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise TooManyRequests(
             f"too many {kind}s: at most {item} per user; retry in {retry_after} s",

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     )
     send_rate_limit: str = Field("60/minute", description="Per-user send limit: N/second|minute|hour or off.")
     poll_rate_limit: str = Field("600/minute", description="Per-user poll limit: N/second|minute|hour or off.")
+    rate_limit_url: str = Field(
+        "memory://", description="Where rate counters live: memory:// (one process) or redis://host:port/db (shared)."
+    )
     max_content_bytes: int = Field(
         32 * 1024, ge=1, description="Largest message content, in UTF-8 bytes (413 past it)."
     )
