@@ -36,4 +36,5 @@ def isoformat(moment: datetime) -> str:
 
 def parse_iso(text: str) -> datetime:
     """Inverse of :func:`isoformat`."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # fromisoformat reads the "Z" since Python 3.11, and is many times faster than strptime.
+    return datetime.fromisoformat(text)

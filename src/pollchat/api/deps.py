@@ -33,8 +33,9 @@ class Services:
     chat: ChatService
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The services of the app serving this request."""
+    # async on purpose: FastAPI runs plain ``def`` dependencies in a thread pool.
     services: Services = request.app.state.services
     return services
 
