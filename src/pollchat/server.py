@@ -10,10 +10,11 @@ too, since each worker builds its app (and installs the chain) itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from types import FrameType
 from typing import Any
 
@@ -56,6 +57,21 @@ def chain_exit_signals(callback: Callable[[], None]) -> Callable[[], None]:
     return restore
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises the exit signal after its graceful shutdown, so the process would die
+    of SIGTERM (exit status -15) even when it stopped exactly as asked. A stop on SIGTERM or
+    SIGINT that completed its shutdown exits 0 instead.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+
 def _options(settings: Settings) -> dict[str, Any]:
     return {
         "host": settings.host,
@@ -84,7 +100,7 @@ def run(settings: Settings, *, app: FastAPI | None = None) -> None:
             from pollchat.app import create_app
 
             app = create_app(settings, wake_on_signals=True)
-        uvicorn.Server(uvicorn.Config(app, **_options(settings))).run()
+        _Server(uvicorn.Config(app, **_options(settings))).run()
         return
     if settings.database_url.startswith("sqlite"):
         raise ConfigurationError(

@@ -76,7 +76,12 @@ class Settings(BaseSettings):
     @field_validator("assistant")
     @classmethod
     def _check_assistant(cls, value: str) -> str:
-        return value.strip().lower()
+        from pollchat.assistants import ASSISTANTS  # here: the assistants import the storage models
+
+        name = value.strip().lower()
+        if name not in ASSISTANTS:
+            raise ValueError(f"unknown assistant {value!r}; choose one of {', '.join(ASSISTANTS)}")
+        return name
 
     @field_validator("log_level")
     @classmethod
