@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 API = "/api/v1/admin/chat"
 MAX_BATCH = 100
+# Codes of a refused ``since``: a garbage cursor, another session's, or one ahead of the session.
+CURSOR_REFUSED = frozenset({"bad_cursor", "cursor_wrong_session", "cursor_ahead", "unknown_message"})
 MessageCallback = Callable[[MessageEvent], None]
 StatusCallback = Callable[[ConnectionStatus], None]
 
@@ -122,6 +124,7 @@ class PollingChatService:
         )
         self._outbox = Outbox(state_path)
         self._cursor: str | None = cursor or self._outbox.cursor
+        self._given_cursor = cursor
         self._etag: str | None = None
         self._seen: dict[str, tuple[str, str, str | None]] = {}
         self._local: dict[str, ChatMessage] = {}  # by client_message_id, our own sends
@@ -129,7 +132,8 @@ class PollingChatService:
         self._outbox_changed = asyncio.Event()
         self._poll_now = asyncio.Event()
         self._poll_lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._poller: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
         self._message_callbacks: list[MessageCallback] = []
         self._status_callbacks: list[StatusCallback] = []
         self._subscribers: list[asyncio.Queue[MessageEvent | ConnectionStatus]] = []
@@ -164,10 +168,19 @@ class PollingChatService:
         """Call ``callback`` whenever the connection status changes."""
         self._status_callbacks.append(callback)
 
-    async def events(self) -> AsyncIterator[MessageEvent | ConnectionStatus]:
-        """Every message event and status change from now on, as an async iterator."""
+    def events(self) -> AsyncIterator[MessageEvent | ConnectionStatus]:
+        """Every message event and status change from now on, as an async iterator.
+
+        The subscription starts with this call, not with the first ``anext``: nothing that
+        happens in between is lost.
+        """
         queue: asyncio.Queue[MessageEvent | ConnectionStatus] = asyncio.Queue()
         self._subscribers.append(queue)
+        return self._follow(queue)
+
+    async def _follow(
+        self, queue: asyncio.Queue[MessageEvent | ConnectionStatus]
+    ) -> AsyncIterator[MessageEvent | ConnectionStatus]:
         try:
             while True:
                 yield await queue.get()
@@ -175,23 +188,21 @@ class PollingChatService:
             self._subscribers.remove(queue)
 
     async def start_polling(self) -> None:
-        """Start the poller and the sender."""
-        if self._tasks:
-            return
-        self._set_status(polling_active=True)
-        self._tasks = [
-            asyncio.create_task(self._poll_loop(), name=f"pollchat-poll-{self.session_id}"),
-            asyncio.create_task(self._send_loop(), name=f"pollchat-send-{self.session_id}"),
-        ]
+        """Start the poller and the sender (either may be running already)."""
+        if self._poller is None:
+            self._set_status(polling_active=True)
+            self._poller = asyncio.create_task(self._poll_loop(), name=f"pollchat-poll-{self.session_id}")
+        await self.start_sending()
 
     async def start_sending(self) -> None:
         """Start only the sender (for scripts that send without following the session)."""
-        if not self._tasks:
-            self._tasks = [asyncio.create_task(self._send_loop(), name=f"pollchat-send-{self.session_id}")]
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_loop(), name=f"pollchat-send-{self.session_id}")
 
     async def stop_polling(self) -> None:
         """Stop both tasks; unsent messages stay queued (and in the state file)."""
-        tasks, self._tasks = self._tasks, []
+        tasks = [task for task in (self._poller, self._sender) if task is not None]
+        self._poller = self._sender = None
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -312,6 +323,13 @@ class PollingChatService:
             except RequestFailed as exc:
                 if exc.code == "session_not_found" and await self._create_session():
                     continue
+                if exc.code in CURSOR_REFUSED and self._cursor is not None and self._cursor != self._given_cursor:
+                    # A cursor saved earlier that the server cannot use (its data was reset, say):
+                    # follow the session from its start instead of failing for ever.
+                    logger.warning("the server refused the cursor %r (%s); starting over", self._cursor, exc)
+                    self._cursor = self._etag = None
+                    self._outbox.set_cursor(None)
+                    continue
                 errors += 1
                 retry_after = exc.retry_after
                 self._failed(exc, errors)
@@ -321,7 +339,11 @@ class PollingChatService:
                 delay = max(delay, retry_after * (1 + self.strategy.jitter * self._rng.random()))
             if delay > 0:
                 self._poll_now.clear()
-                await self._sleep_or_wake(delay)
+                if retry_after is not None:
+                    # The server asked for this pause (e.g. a poll rate limit): a send must not cut it short.
+                    await self._clock.sleep(delay)
+                else:
+                    await self._sleep_or_wake(delay)
 
     async def _sleep_or_wake(self, delay: float) -> None:
         # A send wakes a short-polling client early: an answer is likely soon.
@@ -341,10 +363,13 @@ class PollingChatService:
             body["client_name"] = self.client_name
         try:
             response = await self._request("POST", f"{API}/sessions", json=body)
+            if response.status_code == 409:
+                # It exists now: a send of ours created it meanwhile (then we may read it, and
+                # the poll is simply repeated), or it is somebody else's (then the 404 stands).
+                response = await self._request("GET", f"{API}/sessions/{self.session_id}")
+                return response.status_code == 200
         except RequestFailed:
             return False
-        # 409: it exists now (a send of ours created it meanwhile) or it is somebody else's;
-        # the next poll tells which.
         return response.status_code == 201
 
     async def _poll_once(self) -> bool:

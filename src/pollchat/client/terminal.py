@@ -57,6 +57,7 @@ class TerminalChat:
         self._out = out
         self._failed: list[ChatMessage] = []
         self._me: str | None = None
+        self._shown: tuple[str, str | None] | None = None  # the connection line last printed
 
     def _print(self, line: str) -> None:
         self._out.write(line + "\n")
@@ -85,8 +86,13 @@ class TerminalChat:
             self._print(f"  (edited) {who}: {m.content}")
 
     def _on_status(self, status: ConnectionStatus) -> None:
-        detail = f" ({status.last_error})" if status.state in ("error", "offline") and status.last_error else ""
-        self._print(f"-- connection: {status.state}{detail}")
+        # Only what a person needs to know: the state and, when in trouble, why. Other status
+        # changes (a retry count, polling stopped at /quit) would repeat the same line.
+        error = status.last_error if status.state in ("error", "offline") else None
+        if (status.state, error) == self._shown:
+            return
+        self._shown = (status.state, error)
+        self._print(f"-- connection: {status.state}" + (f" ({error})" if error else ""))
 
     async def run(self, lines: asyncio.Queue[str | None]) -> None:
         """Chat until ``/quit`` or end of input."""
@@ -95,6 +101,8 @@ class TerminalChat:
         self._service.on_status(self._on_status)
         await self._service.start_polling()
         self._print(f"Chatting in session {self._service.session_id}. /quit to leave, /retry, /status.")
+        # The state reached while we asked who we are was not reported to us: show it now.
+        self._on_status(self._service.connection_status)
         while True:
             line = await lines.get()
             if line is None or line.strip() == "/quit":
