@@ -61,6 +61,7 @@ def serve(**flags: Any) -> None:
         app = create_app(settings, announce_token=announce, wake_on_signals=True) if settings.workers == 1 else None
         click.echo(f"pollchat: assistant={settings.assistant} database={settings.database_url}")
         click.echo(f"Serving on {base}/  (API under {base}/api/v1, docs at {base}/docs)")
+        click.echo(f"Chat page: {base}/#token=<token>  (add &session=NAME to open a session)")
         sys.stdout.flush()
         run(settings, app=app)
     except PollchatError as exc:

@@ -1,0 +1,136 @@
+// HTTP to the pollchat API: bearer token, JSON bodies, timeouts, and one error type.
+//
+// Every failure becomes a RequestFailed that says whether trying again can help (`transient`),
+// whether the server could not be reached at all (`offline`), how long the server asked us to
+// wait (`retryAfter`, from Retry-After) and its machine `code`. A request cancelled by its caller
+// (a session switch, sign-out) is `cancelled`, which loops treat as "stop", never as an error.
+
+export const CHAT_API = "/api/v1/admin/chat";
+
+/** A request that did not get a usable answer. */
+export class RequestFailed extends Error {
+  constructor(message, { transient, offline = false, retryAfter = null, code = null, status = null, cancelled = false }) {
+    super(message);
+    this.name = "RequestFailed";
+    this.transient = transient;
+    this.offline = offline;
+    this.retryAfter = retryAfter;
+    this.code = code;
+    this.status = status;
+    this.cancelled = cancelled;
+  }
+}
+
+/** Seconds from a Retry-After header (delta-seconds or an HTTP date), or null. */
+export function retryAfterOf(response) {
+  const value = response.headers.get("retry-after");
+  if (value === null) return null;
+  const seconds = Number(value);
+  if (value.trim() !== "" && Number.isFinite(seconds)) return Math.max(0, seconds);
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? null : Math.max(0, (date - Date.now()) / 1000);
+}
+
+/** The RequestFailed for a non-success response; 408, 425, 429 and 5xx are transient. */
+export async function refusal(response) {
+  let message = `HTTP ${response.status}`;
+  let code = null;
+  try {
+    const body = await response.json();
+    message = String(body.error || response.statusText || message);
+    code = body.code ?? null;
+  } catch {
+    // Not our JSON (a proxy's page, an empty body): the status says enough.
+  }
+  const status = response.status;
+  const transient = status === 408 || status === 425 || status === 429 || status >= 500;
+  return new RequestFailed(message, { transient, retryAfter: retryAfterOf(response), code, status });
+}
+
+/** Reads a JSON body; a connection cut mid-body is a transient failure. */
+export async function readJson(response) {
+  try {
+    return await response.json();
+  } catch (exc) {
+    throw new RequestFailed(`unreadable answer: ${exc.message || exc}`, { transient: true, status: response.status });
+  }
+}
+
+/** A fetch-based client for one server and one token. */
+export class ApiClient {
+  /**
+   * @param {object} options
+   * @param {string} [options.baseUrl] the server ("" for the page's own origin)
+   * @param {string} options.token a bearer token
+   * @param {number} [options.timeout] seconds before an unanswered request is abandoned
+   */
+  constructor({ baseUrl = "", token, timeout = 15, fetchImpl = null }) {
+    this.baseUrl = baseUrl.replace(/\/+$/, "");
+    this.token = token;
+    this.timeout = timeout;
+    this._fetch = fetchImpl || ((...args) => globalThis.fetch(...args));
+  }
+
+  /**
+   * Send one request and return the Response (any status); throws RequestFailed only when no
+   * answer arrived (network failure, timeout, cancellation).
+   */
+  async request(method, path, { json, params, headers = {}, timeout, signal } = {}) {
+    let url = this.baseUrl + path;
+    if (params) {
+      const query = new URLSearchParams();
+      for (const [key, value] of Object.entries(params)) {
+        if (value !== null && value !== undefined) query.set(key, String(value));
+      }
+      const text = query.toString();
+      if (text) url += `?${text}`;
+    }
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, (timeout ?? this.timeout) * 1000);
+    const cancel = () => controller.abort();
+    if (signal) {
+      if (signal.aborted) controller.abort();
+      else signal.addEventListener("abort", cancel, { once: true });
+    }
+    const init = {
+      method,
+      headers: { Authorization: `Bearer ${this.token}`, Accept: "application/json", ...headers },
+      cache: "no-store",
+      credentials: "omit",
+      signal: controller.signal,
+    };
+    if (json !== undefined) {
+      init.body = JSON.stringify(json);
+      init.headers["Content-Type"] = "application/json";
+    }
+    try {
+      return await this._fetch(url, init);
+    } catch (exc) {
+      if (timedOut) throw new RequestFailed("the server did not answer in time", { transient: true });
+      if (signal && signal.aborted) {
+        const reason = signal.reason;
+        if (reason && reason.offline) {
+          throw new RequestFailed("the browser is offline", { transient: true, offline: true });
+        }
+        throw new RequestFailed("cancelled", { transient: false, cancelled: true });
+      }
+      // fetch rejects with a TypeError when no connection could be made (offline, refused,
+      // reset); browsers do not say which.
+      throw new RequestFailed(`cannot reach the server (${exc.message || exc})`, { transient: true, offline: true });
+    } finally {
+      clearTimeout(timer);
+      if (signal) signal.removeEventListener("abort", cancel);
+    }
+  }
+
+  /** A request whose 2xx JSON body is returned; anything else throws RequestFailed. */
+  async call(method, path, options = {}) {
+    const response = await this.request(method, path, options);
+    if (!response.ok) throw await refusal(response);
+    return readJson(response);
+  }
+}
