@@ -13,10 +13,10 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 
@@ -35,6 +35,37 @@ _MESSAGE_COLUMNS = (
     " created_seq, change_seq, edited_at"
 )
 ChangeListener = Callable[[str], None]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+# What a lost or refused database connection raises (PostgreSQL restarting or down, the link
+# cut, a connection killed under a query). Callers get 503 with Retry-After instead of a 500:
+# the request changed nothing it did not commit, and sends are idempotent, so a retry is safe.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, backend terminated
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections
+    asyncpg.InterfaceError,  # the connection or the pool is closed
+    asyncpg.InternalClientError,  # the protocol state of a connection the server just dropped
+)
+
+
+def _unavailable_on_connection_loss(
+    method: Callable[_P, Coroutine[Any, Any, _T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    @functools.wraps(method)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(*args, **kwargs)
+        except _CONNECTION_ERRORS as exc:
+            raise Unavailable(
+                f"the database is unreachable ({type(exc).__name__}); retry shortly",
+                code="storage_unavailable",
+                retry_after=1,
+            ) from exc
+
+    return wrapper
 
 
 def _set_event(event: asyncio.Event, *_args: object) -> None:
@@ -177,11 +208,13 @@ class PostgresStorage:
                 await conn.execute(script)
                 await conn.execute("UPDATE pollchat_schema SET version = $1", step + 1)
 
+    @_unavailable_on_connection_loss
     async def ping(self) -> None:
         await self._p.fetchval("SELECT 1")
 
     # users
 
+    @_unavailable_on_connection_loss
     async def create_user(self, *, name: str, role: Role, token_hash: str, now: datetime) -> User:
         user = User(id=new_user_id(), name=name, role=role, created_at=now)
         try:
@@ -197,6 +230,7 @@ class PostgresStorage:
             raise Conflict(f"a user named {name!r} exists", code="user_exists") from exc
         return user
 
+    @_unavailable_on_connection_loss
     async def put_user(self, *, name: str, role: Role, token_hash: str, now: datetime) -> User:
         async with self._transaction() as conn:
             await conn.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
@@ -219,19 +253,23 @@ class PostgresStorage:
             await conn.execute("UPDATE users SET role = $1, token_hash = $2 WHERE id = $3", role, token_hash, row["id"])
             return User(id=row["id"], name=row["name"], role=role, created_at=parse_iso(row["created_at"]))
 
+    @_unavailable_on_connection_loss
     async def user_by_token_hash(self, token_hash: str) -> User | None:
         row = await self._p.fetchrow("SELECT id, name, role, created_at FROM users WHERE token_hash = $1", token_hash)
         return _user(row) if row else None
 
+    @_unavailable_on_connection_loss
     async def list_users(self) -> list[User]:
         rows = await self._p.fetch("SELECT id, name, role, created_at FROM users ORDER BY created_at, id")
         return [_user(r) for r in rows]
 
+    @_unavailable_on_connection_loss
     async def has_admin(self) -> bool:
         return bool(await self._p.fetchval("SELECT 1 FROM users WHERE role = 'admin' LIMIT 1"))
 
     # sessions
 
+    @_unavailable_on_connection_loss
     async def create_session(
         self, *, session_id: str, owner_id: str, client_name: str | None, now: datetime
     ) -> Session:
@@ -248,10 +286,12 @@ class PostgresStorage:
             raise Conflict(f"session {session_id!r} exists", code="session_exists")
         return _session(row)
 
+    @_unavailable_on_connection_loss
     async def get_session(self, session_id: str) -> Session | None:
         row = await self._p.fetchrow(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = $1", session_id)
         return _session(row) if row else None
 
+    @_unavailable_on_connection_loss
     async def list_sessions(
         self, *, owner_id: str | None, status: str | None, inactive_before: datetime, limit: int
     ) -> list[Session]:
@@ -277,6 +317,7 @@ class PostgresStorage:
         )
         return [_session(r) for r in rows]
 
+    @_unavailable_on_connection_loss
     async def update_session(
         self, session_id: str, *, closed: bool | None, client_name: str | None, now: datetime
     ) -> Session:
@@ -294,10 +335,19 @@ class PostgresStorage:
 
     # messages
 
+    @_unavailable_on_connection_loss
     async def append(self, items: Sequence[NewMessage], *, author: User, now: datetime) -> list[Appended]:
         stamp = isoformat(now)
         results: list[Appended] = []
         async with self._transaction() as conn:
+            # A batch spanning sessions locks them all first, in one global order (sorted ids):
+            # two batches naming the same sessions in different orders would otherwise deadlock.
+            first: dict[str, NewMessage] = {}
+            for item in items:
+                first.setdefault(item.session_id, item)
+            if len(first) > 1:
+                for session_id in sorted(first):
+                    await self._lock_session(conn, first[session_id], author, stamp)
             touched: set[str] = set()
             for item in items:
                 result = await self._append_one(conn, item, author, stamp)
@@ -308,7 +358,10 @@ class PostgresStorage:
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, session_id)
         return results
 
-    async def _append_one(self, conn: asyncpg.Connection, item: NewMessage, author: User, stamp: str) -> Appended:
+    async def _lock_session(
+        self, conn: asyncpg.Connection, item: NewMessage, author: User, stamp: str
+    ) -> asyncpg.Record:
+        """Create the item's session if it is new, and lock its row until commit."""
         await conn.execute(
             "INSERT INTO sessions (id, owner_id, client_name, created_at, last_activity) VALUES ($1, $2, $3, $4, $4)"
             " ON CONFLICT (id) DO NOTHING",
@@ -318,7 +371,10 @@ class PostgresStorage:
             stamp,
         )
         # The row lock serialises writers of this session until commit.
-        row = await conn.fetchrow("SELECT owner_id, closed FROM sessions WHERE id = $1 FOR UPDATE", item.session_id)
+        return await conn.fetchrow("SELECT owner_id, closed FROM sessions WHERE id = $1 FOR UPDATE", item.session_id)
+
+    async def _append_one(self, conn: asyncpg.Connection, item: NewMessage, author: User, stamp: str) -> Appended:
+        row = await self._lock_session(conn, item, author, stamp)
         if row["owner_id"] != author.id and not author.sees_all_sessions:
             return Appended(None, error=NotFound("no such session", code="session_not_found"))
         # A replay is answered before the closed check: the same key always answers with the
@@ -360,6 +416,7 @@ class PostgresStorage:
         )
         return Appended(_message(row), created=True)
 
+    @_unavailable_on_connection_loss
     async def changes(self, session_id: str, *, after: int, limit: int) -> Page:
         # Head first: every row with change_seq <= head committed with it (see SQLite).
         async with self._p.acquire() as conn:
@@ -376,6 +433,7 @@ class PostgresStorage:
         has_more = len(rows) > limit
         return Page(messages=messages, head=head, has_more=has_more, upto=messages[-1].change_seq if has_more else head)
 
+    @_unavailable_on_connection_loss
     async def get_message(self, message_id: str) -> Message | None:
         row = await self._p.fetchrow(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
         return _message(row) if row else None
@@ -390,6 +448,7 @@ class PostgresStorage:
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, session_id)
         return head
 
+    @_unavailable_on_connection_loss
     async def mark_delivered(self, session_id: str, message_ids: Sequence[str], *, now: datetime) -> int:
         async with self._transaction() as conn:
             await conn.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id)
@@ -401,6 +460,7 @@ class PostgresStorage:
             pending = {r["id"] for r in rows}
             return await self._bump_each(conn, session_id, [m for m in message_ids if m in pending], "delivered = 1")
 
+    @_unavailable_on_connection_loss
     async def mark_read(self, session_id: str, *, message_type: MessageType, up_to_seq: int, now: datetime) -> int:
         async with self._transaction() as conn:
             await conn.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id)
@@ -413,6 +473,7 @@ class PostgresStorage:
             )
             return await self._bump_each(conn, session_id, [r["id"] for r in rows], "read = 1, delivered = 1")
 
+    @_unavailable_on_connection_loss
     async def edit(self, message_id: str, *, content: str, now: datetime) -> Message:
         async with self._transaction() as conn:
             session_id = await conn.fetchval("SELECT session_id FROM messages WHERE id = $1", message_id)
@@ -430,6 +491,7 @@ class PostgresStorage:
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, session_id)
         return _message(row)
 
+    @_unavailable_on_connection_loss
     async def pending_user_messages(self, *, since: datetime, limit: int) -> list[Message]:
         columns = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
         rows = await self._p.fetch(
