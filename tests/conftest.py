@@ -98,13 +98,15 @@ class Api:
             f"{API}/messages", json={"content": content, "session_id": session_id, **extra}, headers=self.auth(token)
         )
 
-    async def poll(self, token: str, session_id: str, headers: dict[str, str] | None = None,
-                   **params: Any) -> httpx.Response:
+    async def poll(
+        self, token: str, session_id: str, headers: dict[str, str] | None = None, **params: Any
+    ) -> httpx.Response:
         query = {"session_id": session_id, **{k: v for k, v in params.items() if v is not None}}
         return await self.http.get(f"{API}/messages", params=query, headers={**self.auth(token), **(headers or {})})
 
-    async def drain(self, token: str, session_id: str, since: str | None = None,
-                    limit: int | None = None) -> tuple[list[dict[str, Any]], str]:
+    async def drain(
+        self, token: str, session_id: str, since: str | None = None, limit: int | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
         """Follow cursors until has_more is false."""
         out: list[dict[str, Any]] = []
         while True:
