@@ -14,6 +14,7 @@ from typing import Any
 from pollchat.clock import Clock
 from pollchat.cursor import decode_cursor, encode_cursor, is_message_id
 from pollchat.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PollchatError
+from pollchat.ids import is_well_formed_message_id
 from pollchat.metrics import Metrics
 from pollchat.notifier import Notifier
 from pollchat.settings import Settings
@@ -74,6 +75,13 @@ class ChatService:
         return self.clock.now() - timedelta(seconds=self.settings.inactive_after)
 
     # access
+
+    async def _message(self, message_id: str) -> Message | None:
+        # An id the server cannot have minted is never looked up: odd input (a NUL, say)
+        # must not reach a backend that would fail on it.
+        if not is_well_formed_message_id(message_id):
+            return None
+        return await self.storage.get_message(message_id)
 
     async def visible_session(self, user: User, session_id: str) -> Session:
         """The session, if the user may see it; 404 otherwise, exactly as for a missing one."""
@@ -156,7 +164,7 @@ class ChatService:
 
     async def edit(self, user: User, message_id: str, content: str) -> Message:
         """Replace the content of one's own message."""
-        message = await self.storage.get_message(message_id)
+        message = await self._message(message_id)
         if message is None:
             raise NotFound("no such message", code="message_not_found")
         session = await self.visible_session(user, message.session_id)
@@ -175,7 +183,7 @@ class ChatService:
         if since is None:
             return 0
         if is_message_id(since):
-            message = await self.storage.get_message(since)
+            message = await self._message(since)
             if message is None or message.session_id != session.id:
                 raise BadRequest("`since` names no message of this session", code="unknown_message")
             return message.created_seq
@@ -216,15 +224,18 @@ class ChatService:
         with self.notifier.listen(session.id, user.id) as waiter:
             self.metrics.parked.inc()
             try:
+                # Kept apart from the waiter: the next round's ``clear`` forgets its wake-up time.
+                woken_at: float | None = None
                 while True:
                     waiter.clear()
                     page = await self._read(user, session, after, limit)
                     remaining = deadline - self.clock.monotonic()
                     if page.messages or self.notifier.closed or remaining <= 0:
                         break
-                    await waiter.wait(remaining)
-                if page.messages and waiter.woken_at is not None:
-                    self.metrics.wake_latency.observe(self.clock.monotonic() - waiter.woken_at)
+                    if await waiter.wait(remaining):
+                        woken_at = waiter.woken_at
+                if page.messages and woken_at is not None:
+                    self.metrics.wake_latency.observe(self.clock.monotonic() - woken_at)
             finally:
                 self.metrics.parked.dec()
         return self._answer(session.id, after, limit, page)
@@ -267,7 +278,7 @@ class ChatService:
     async def mark_read(self, user: User, session_id: str, up_to: str) -> str:
         """The other side's messages up to ``up_to`` are read; returns the new head's cursor."""
         session = await self.visible_session(user, session_id)
-        message = await self.storage.get_message(up_to)
+        message = await self._message(up_to)
         if message is None or message.session_id != session.id:
             raise NotFound("`up_to` names no message of this session", code="message_not_found")
         side = self.other_side(user, session)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
 MESSAGE_PREFIX = "msg_"
+_MESSAGE_ID = re.compile(r"msg_[0-9a-f]{24}")
 
 
 def new_message_id() -> str:
     """A fresh message id, ``msg_`` and 24 hex digits."""
     return MESSAGE_PREFIX + secrets.token_hex(12)
+
+
+def is_well_formed_message_id(text: str) -> bool:
+    """Whether ``text`` could be a message id this server minted (anything else names no message)."""
+    return _MESSAGE_ID.fullmatch(text) is not None
 
 
 def new_session_id() -> str:

@@ -54,7 +54,11 @@ class _Request(BaseModel):
     @model_validator(mode="after")
     def _valid_unicode(self) -> Self:
         # JSON can carry lone surrogates ("\ud800"); they are not text and cannot be stored.
-        problem = _unstorable(list(self.__dict__.values()))
+        values = list(self.__dict__.values())
+        if any(isinstance(v, str) and "\x00" in v for v in values):
+            # PostgreSQL text cannot hold NUL; refused on every backend so they behave alike.
+            raise ValueError("strings must not contain NUL characters")
+        problem = _unstorable(values)
         if problem is not None:
             raise ValueError(problem)
         return self
