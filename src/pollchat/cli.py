@@ -92,8 +92,11 @@ def send(url: str, token: str, session_id: str, timeout: float, text: str) -> No
     from pollchat.client.terminal import message_json, send_once
 
     async def go() -> str:
-        async with PollingChatService(url, token, session_id) as service:
+        service = PollingChatService(url, token, session_id)
+        try:  # only the sender runs: a script that sends has no use for polls
             return message_json(await send_once(service, text, timeout=timeout))
+        finally:
+            await service.aclose()
 
     try:
         click.echo(asyncio.run(go()))
