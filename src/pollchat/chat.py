@@ -6,10 +6,11 @@ The HTTP layer is thin around this; so are the assistant runner and the command 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from pollchat.clock import Clock
 from pollchat.cursor import decode_cursor, encode_cursor, is_message_id
@@ -46,6 +47,21 @@ class PollResult:
     not_modified: bool = False
 
 
+OWNER_CACHE_SIZE = 100_000
+
+
+class _Target(NamedTuple):
+    """What a poll needs of its session."""
+
+    id: str
+    owner_id: str
+    head: int
+
+
+def _empty(head: int, after: int) -> Page:
+    return Page(messages=[], head=head, has_more=False, upto=after)
+
+
 def _etag(session_id: str, after: int, limit: int, head: int) -> str:
     # The page for (after, limit) is a function of the session's state, and every change of
     # that state bumps head: equal heads mean equal answers.
@@ -64,6 +80,8 @@ class ChatService:
         self.settings = settings
         self.clock = clock
         self._listeners: list[MessageListener] = []
+        # Session owners never change: polls check access without reading storage.
+        self._owners: OrderedDict[str, str] = OrderedDict()
 
     def add_listener(self, listener: MessageListener) -> None:
         """Call ``listener`` with every new message this instance stores (assistants use it)."""
@@ -91,9 +109,9 @@ class ChatService:
         return session
 
     @staticmethod
-    def other_side(user: User, session: Session) -> MessageType | None:
+    def other_side(user: User, owner_id: str) -> MessageType | None:
         """The type of message whose fetch by ``user`` counts as delivery."""
-        if session.owner_id == user.id:
+        if owner_id == user.id:
             return "assistant"
         return "user" if user.sees_all_sessions else None
 
@@ -151,16 +169,17 @@ class ChatService:
         return result
 
     def _after_append(self, outcome: Sequence[Appended]) -> None:
-        touched: set[str] = set()
+        heads: dict[str, int] = {}
         for result in outcome:
             if result.message is None or not result.created:
                 continue
-            touched.add(result.message.session_id)
-            self.metrics.messages_stored.labels(result.message.type).inc()
+            message = result.message
+            heads[message.session_id] = max(heads.get(message.session_id, 0), message.change_seq)
+            self.metrics.messages_stored.labels(message.type).inc()
             for listener in self._listeners:
-                listener(result.message)
-        for session_id in touched:
-            self.notifier.notify(session_id)
+                listener(message)
+        for session_id, head in heads.items():
+            self.notifier.notify(session_id, head)
 
     async def edit(self, user: User, message_id: str, content: str) -> Message:
         """Replace the content of one's own message."""
@@ -174,61 +193,94 @@ class ChatService:
             raise Conflict("the session is closed", code="session_closed")
         self._check(user, SendItem(content=content, session_id=session.id, type=message.type))
         edited = await self.storage.edit(message_id, content=content, now=self.clock.now())
-        self.notifier.notify(session.id)
+        self.notifier.notify(session.id, edited.change_seq)
         return edited
 
     # polling
 
-    async def _position(self, session: Session, since: str | None) -> int:
+    async def _target(self, user: User, session_id: str, *, fresh: bool = False) -> _Target:
+        """The session to poll: its owner (immutable, cached) and head (from the notifier).
+
+        An idle poll thus needs no storage at all; a cold cache, or ``fresh``, reads it.
+        """
+        owner = self._owners.get(session_id)
+        head = self.notifier.head(session_id)
+        if fresh or owner is None or head is None:
+            session = await self.visible_session(user, session_id)
+            self._owners[session.id] = session.owner_id
+            if len(self._owners) > OWNER_CACHE_SIZE:
+                self._owners.popitem(last=False)
+            self.notifier.advance(session.id, session.head)
+            return _Target(session.id, session.owner_id, session.head)
+        if owner != user.id and not user.sees_all_sessions:
+            raise NotFound(f"no session {session_id!r}", code="session_not_found")
+        return _Target(session_id, owner, head)
+
+    async def _position(self, user: User, target: _Target, since: str | None) -> tuple[_Target, int]:
         if since is None:
-            return 0
+            return target, 0
         if is_message_id(since):
             message = await self._message(since)
-            if message is None or message.session_id != session.id:
+            if message is None or message.session_id != target.id:
                 raise BadRequest("`since` names no message of this session", code="unknown_message")
-            return message.created_seq
-        return decode_cursor(session.id, since, head=session.head)
+            return target, message.created_seq
+        try:
+            return target, decode_cursor(target.id, since, head=target.head)
+        except BadRequest as exc:
+            # A remembered head may lag a commit of another instance; storage decides.
+            if exc.code != "cursor_ahead":
+                raise
+        target = await self._target(user, target.id, fresh=True)
+        return target, decode_cursor(target.id, since, head=target.head)
 
-    async def _read(self, user: User, session: Session, after: int, limit: int) -> Page:
-        page = await self.storage.changes(session.id, after=after, limit=limit)
-        side = self.other_side(user, session)
+    async def _read(self, user: User, target: _Target, after: int, limit: int) -> Page:
+        page = await self.storage.changes(target.id, after=after, limit=limit)
+        side = self.other_side(user, target.owner_id)
         marked = False
         # Fetching by the other side is delivery. Mark first, then answer with the marked
         # state, so the poller's cursor already covers the change it caused. Marking moves a
         # message to the end of the change order, which can pull later undelivered messages
         # into a limited page: repeat until the page answered holds none of them.
         while fetched := [m.id for m in page.messages if m.type == side and not m.delivered and m.user_id != user.id]:
-            await self.storage.mark_delivered(session.id, fetched, now=self.clock.now())
+            await self.storage.mark_delivered(target.id, fetched, now=self.clock.now())
             marked = True
-            page = await self.storage.changes(session.id, after=after, limit=limit)
+            page = await self.storage.changes(target.id, after=after, limit=limit)
         if marked:
-            self.notifier.notify(session.id)
+            self.notifier.notify(target.id, page.head)
+        else:
+            self.notifier.advance(target.id, page.head)
         return page
 
     async def poll(
         self, user: User, session_id: str, *, since: str | None, limit: int, wait: float, if_none_match: str | None
     ) -> PollResult:
         """Changes of a session after ``since``; with ``wait``, hold until there are some."""
-        session = await self.visible_session(user, session_id)
-        after = await self._position(session, since)
+        target, after = await self._position(user, await self._target(user, session_id), since)
         if wait <= 0:
-            etag = _etag(session.id, after, limit, session.head)
+            etag = _etag(target.id, after, limit, target.head)
             if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
                 self.metrics.polls.labels("not_modified").inc()
-                return PollResult(session.id, None, since or encode_cursor(session.id, after), etag, True)
-            return self._answer(session.id, after, limit, await self._read(user, session, after, limit))
-        return await self._long_poll(user, session, after, limit, wait)
+                return PollResult(target.id, None, since or encode_cursor(target.id, after), etag, True)
+            if after >= target.head:  # nothing committed after the cursor: no need to ask storage
+                return self._answer(target.id, after, limit, _empty(target.head, after))
+            return self._answer(target.id, after, limit, await self._read(user, target, after, limit))
+        return await self._long_poll(user, target, after, limit, wait)
 
-    async def _long_poll(self, user: User, session: Session, after: int, limit: int, wait: float) -> PollResult:
+    async def _long_poll(self, user: User, target: _Target, after: int, limit: int, wait: float) -> PollResult:
         deadline = self.clock.monotonic() + wait
-        with self.notifier.listen(session.id, user.id) as waiter:
+        with self.notifier.listen(target.id, user.id) as waiter:
             self.metrics.parked.inc()
             try:
                 # Kept apart from the waiter: the next round's ``clear`` forgets its wake-up time.
                 woken_at: float | None = None
                 while True:
                     waiter.clear()
-                    page = await self._read(user, session, after, limit)
+                    # Registered before this check, so a commit after it still wakes us.
+                    head = self.notifier.head(target.id)
+                    if head is not None and head <= after:
+                        page = _empty(head, after)
+                    else:
+                        page = await self._read(user, target, after, limit)
                     remaining = deadline - self.clock.monotonic()
                     if page.messages or self.notifier.closed or remaining <= 0:
                         break
@@ -238,7 +290,7 @@ class ChatService:
                     self.metrics.wake_latency.observe(self.clock.monotonic() - woken_at)
             finally:
                 self.metrics.parked.dec()
-        return self._answer(session.id, after, limit, page)
+        return self._answer(target.id, after, limit, page)
 
     def _answer(self, session_id: str, after: int, limit: int, page: Page) -> PollResult:
         self.metrics.polls.labels("data" if page.messages else "empty").inc()
@@ -281,11 +333,11 @@ class ChatService:
         message = await self._message(up_to)
         if message is None or message.session_id != session.id:
             raise NotFound("`up_to` names no message of this session", code="message_not_found")
-        side = self.other_side(user, session)
+        side = self.other_side(user, session.owner_id)
         if side is None:
             raise Forbidden("only the session's two sides can mark it read", code="not_a_participant")
         head = await self.storage.mark_read(
             session.id, message_type=side, up_to_seq=message.created_seq, now=self.clock.now()
         )
-        self.notifier.notify(session.id)
+        self.notifier.notify(session.id, head)
         return encode_cursor(session.id, head)

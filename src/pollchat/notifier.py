@@ -5,12 +5,19 @@ and parks on the waiter only if the read found nothing. A commit calls ``notify`
 lands, which sets every waiter of that session. Because registration comes before the read,
 a commit that lands between the read and the park still sets the waiter: no wake-up is lost.
 A wake-up is only a hint; the poller reads storage again, which stays the source of truth.
+
+The notifier also remembers each session's *head* (its latest change sequence number) as
+commits report it, so an idle poll can answer "nothing new" or 304 without touching storage.
+A remembered head only ever comes from a committed change, so it may lag storage (a commit of
+another instance whose notification is still on its way: the poll then answers as if it had
+come a moment earlier) but is never ahead of it. When notifications may have been lost, the
+heads are forgotten and the next polls read storage.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -55,7 +62,9 @@ class Waiter:
 class Notifier:
     """Waiters per session and the per-user cap on parked long polls; owned by one app."""
 
-    def __init__(self, *, max_parked_per_user: int, monotonic: Callable[[], float]) -> None:
+    def __init__(self, *, max_parked_per_user: int, monotonic: Callable[[], float], max_heads: int = 100_000) -> None:
+        self._heads: OrderedDict[str, int] = OrderedDict()
+        self._max_heads = max_heads
         self._monotonic = monotonic
         self._max_parked_per_user = max_parked_per_user
         self._waiters: dict[str, set[Waiter]] = {}
@@ -98,8 +107,23 @@ class Notifier:
             if self._per_user[user_id] <= 0:
                 del self._per_user[user_id]
 
-    def notify(self, session_id: str) -> int:
-        """Wake every waiter of a session; returns how many were woken."""
+    def head(self, session_id: str) -> int | None:
+        """The latest committed change sequence number known for a session, if any."""
+        return self._heads.get(session_id)
+
+    def advance(self, session_id: str, head: int) -> None:
+        """Remember that a session's changes up to ``head`` are committed."""
+        known = self._heads.get(session_id)
+        if known is None or head > known:
+            self._heads[session_id] = head
+        self._heads.move_to_end(session_id)
+        if len(self._heads) > self._max_heads:
+            self._heads.popitem(last=False)
+
+    def notify(self, session_id: str, head: int | None = None) -> int:
+        """Wake every waiter of a session (after a commit up to ``head``); returns how many were woken."""
+        if head is not None:
+            self.advance(session_id, head)
         waiters = self._waiters.get(session_id)
         if not waiters:
             return 0
@@ -113,12 +137,13 @@ class Notifier:
             for waiter in waiters:
                 waiter.wake()
 
-    def wake(self, session_id: str) -> None:
-        """Wake one session's waiters, or everyone's for ``"*"``."""
+    def wake(self, session_id: str, head: int | None = None) -> None:
+        """Wake one session's waiters, or everyone's for ``"*"`` (and forget every head)."""
         if session_id == "*":
+            self._heads.clear()
             self.notify_all()
         else:
-            self.notify(session_id)
+            self.notify(session_id, head)
 
     def close(self) -> None:
         """Answer every parked poll now, and every later one at once (server shutdown)."""

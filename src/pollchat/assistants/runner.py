@@ -83,5 +83,5 @@ class AssistantRunner:
                     client_message_id=f"reply:{message.id}",
                 ),
             )
-        await self._chat.storage.mark_delivered(message.session_id, [message.id], now=self._chat.clock.now())
-        self._chat.notifier.notify(message.session_id)
+        head = await self._chat.storage.mark_delivered(message.session_id, [message.id], now=self._chat.clock.now())
+        self._chat.notifier.notify(message.session_id, head)

@@ -115,8 +115,8 @@ class Storage(Protocol):
         """Raise if storage cannot answer."""
         ...
 
-    def on_change(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(session_id)`` for changes committed by *other* processes.
+    def on_change(self, listener: Callable[[str, int | None], None]) -> None:
+        """Call ``listener(session_id, head)`` for changes committed by *other* processes.
 
         ``"*"`` means "any session": notifications may have been lost, re-read everything.
         A single-process backend never calls it.

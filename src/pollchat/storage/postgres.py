@@ -34,7 +34,7 @@ _MESSAGE_COLUMNS = (
     "id, session_id, user_id, type, content, created_at, client_message_id, metadata, delivered, read,"
     " created_seq, change_seq, edited_at"
 )
-ChangeListener = Callable[[str], None]
+ChangeListener = Callable[[str, "int | None"], None]
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -177,12 +177,18 @@ class PostgresStorage:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._fan_out(payload)
+    @staticmethod
+    async def _notify(conn: asyncpg.Connection, session_id: str, head: int) -> None:
+        # Delivered on commit. Session ids hold no spaces, so "<session> <head>" parses back.
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{session_id} {head}")
 
-    def _fan_out(self, session_id: str) -> None:
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        session_id, _, head = payload.partition(" ")
+        self._fan_out(session_id, int(head) if head.isascii() and head.isdigit() else None)
+
+    def _fan_out(self, session_id: str, head: int | None = None) -> None:
         for listener in self._listeners:
-            listener(session_id)
+            listener(session_id, head)
 
     @property
     def _p(self) -> asyncpg.Pool:
@@ -348,14 +354,14 @@ class PostgresStorage:
             if len(first) > 1:
                 for session_id in sorted(first):
                     await self._lock_session(conn, first[session_id], author, stamp)
-            touched: set[str] = set()
+            heads: dict[str, int] = {}
             for item in items:
                 result = await self._append_one(conn, item, author, stamp)
                 results.append(result)
-                if result.created:
-                    touched.add(item.session_id)
-            for session_id in touched:
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, session_id)
+                if result.created and result.message is not None:
+                    heads[item.session_id] = max(heads.get(item.session_id, 0), result.message.change_seq)
+            for session_id, head in heads.items():
+                await self._notify(conn, session_id, head)
         return results
 
     async def _lock_session(
@@ -445,7 +451,7 @@ class PostgresStorage:
             await conn.execute(f"UPDATE messages SET {sets}, change_seq = $2 WHERE id = $1", message_id, head)
         if ids:
             await conn.execute("UPDATE sessions SET head = $2 WHERE id = $1", session_id, head)
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, session_id)
+            await self._notify(conn, session_id, head)
         return head
 
     @_unavailable_on_connection_loss
@@ -488,7 +494,7 @@ class PostgresStorage:
                 isoformat(now),
                 head,
             )
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, session_id)
+            await self._notify(conn, session_id, head)
         return _message(row)
 
     @_unavailable_on_connection_loss

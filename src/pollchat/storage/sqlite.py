@@ -152,7 +152,7 @@ class SQLiteStorage:
     async def ping(self) -> None:
         await self._one(self._r, "SELECT 1")
 
-    def on_change(self, listener: Callable[[str], None]) -> None:
+    def on_change(self, listener: Callable[[str, int | None], None]) -> None:
         """One process owns the file and notifies its own waiters: nothing to relay."""
 
     # users
