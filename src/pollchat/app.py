@@ -57,7 +57,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None, storage: S
             poll_rate=settings.poll_rate_limit,
             storage=create_limit_storage(settings.rate_limit_url),
         ),
-        auth=Authenticator(storage),
+        auth=Authenticator(storage, monotonic=clock.monotonic),
         chat=chat,
     )
 
@@ -139,6 +139,7 @@ def create_app(
         runner: AssistantRunner | None = None
         try:
             token = await ensure_admin(services)
+            services.auth.forget()
             if token is not None and announce_token is not None:
                 announce_token(token)
             runner = await _start_assistant(services)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections import OrderedDict
+from collections.abc import Callable
 
 from pollchat.errors import Unauthorized
 from pollchat.storage.base import Storage, User
@@ -35,15 +37,40 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class Authenticator:
-    """Turns a bearer token into its user."""
+    """Turns a bearer token into its user, remembering recent answers for ``ttl`` seconds.
 
-    def __init__(self, storage: Storage) -> None:
+    Every poll carries a token, and looking it up is most of an idle poll's storage work.
+    Only tokens that were found are remembered, so a token minted on another instance works
+    at once; a token revoked elsewhere keeps working here for at most ``ttl`` seconds, and
+    ``forget`` drops every remembered answer at once when this instance changes tokens.
+    """
+
+    def __init__(
+        self, storage: Storage, *, monotonic: Callable[[], float], ttl: float = 5.0, max_entries: int = 10_000
+    ) -> None:
         self._storage = storage
+        self._monotonic = monotonic
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._known: OrderedDict[str, tuple[User, float]] = OrderedDict()
 
     async def authenticate(self, authorization: str | None) -> User:
         """The user holding the header's token; 401 otherwise."""
-        token = bearer_token(authorization)
-        user = await self._storage.user_by_token_hash(hash_token(token))
+        token_hash = hash_token(bearer_token(authorization))
+        now = self._monotonic()
+        known = self._known.get(token_hash)
+        if known is not None and known[1] > now:
+            return known[0]
+        user = await self._storage.user_by_token_hash(token_hash)
         if user is None:
+            self._known.pop(token_hash, None)
             raise Unauthorized("unknown token", code="invalid_token")
+        self._known[token_hash] = (user, now + self._ttl)
+        self._known.move_to_end(token_hash)
+        if len(self._known) > self._max_entries:
+            self._known.popitem(last=False)
         return user
+
+    def forget(self) -> None:
+        """Drop every remembered answer (after tokens changed)."""
+        self._known.clear()
