@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from pollchat.client import PollingStrategy
@@ -17,11 +19,17 @@ async def test_unreachable_server_goes_offline_backs_off_and_recovers(
     recorder = Recorder(service, clock)
     await service.start_polling()
     await clock.run_for(1)
-    # The first long poll is held by the server: not known to work until it answers.
-    assert service.connection_status.state == "polling"
+    # The first poll asks with wait=0, so the service is known to work at once; only then
+    # does it park a long poll, which the server holds.
+    assert service.connection_status.state == "connected"
+    assert service.connection_status.last_successful_poll == clock.now() - timedelta(seconds=1)
+    first, held = server.seen("poll")
+    assert "wait" not in first.params and float(held.params["wait"]) == 30.0
+    assert first.at == held.at
     await clock.run_for(30)
     assert service.connection_status.state == "connected"
     connected_at = service.connection_status.last_successful_poll
+    assert connected_at == clock.now() - timedelta(seconds=1)  # the held poll answered at 30 s
 
     server.down = True
     await clock.run_until(lambda: service.connection_status.error_count == len(BACKOFF), within=400)
@@ -38,14 +46,18 @@ async def test_unreachable_server_goes_offline_backs_off_and_recovers(
     assert len(sleeps) == len(BACKOFF)
     for sleep, nominal in zip(sleeps, BACKOFF, strict=True):
         assert within_jitter(sleep, nominal), (sleep, nominal)
-    failing = [r.at for r in server.seen("poll")][-len(BACKOFF) :]
-    assert [b - a for a, b in zip(failing, failing[1:], strict=False)] == pytest.approx(sleeps[:-1])
+    failing = server.seen("poll")[-len(BACKOFF) :]
+    times = [r.at for r in failing]
+    assert [b - a for a, b in zip(times, times[1:], strict=False)] == pytest.approx(sleeps[:-1])
+    # The first failing poll was a long poll (the service was connected); every retry is not.
+    assert ["wait" in r.params for r in failing] == [True] + [False] * (len(BACKOFF) - 1)
     # The application heard the error count grow, one status change per failed poll.
     counts = [s.error_count for s in recorder.statuses if s.state == "offline" and s.error_count]
     assert counts == list(range(1, len(BACKOFF) + 1))
 
     server.down = False
     server.post(SESSION, "back")
+    polls_before = len(server.seen("poll"))
     await clock.run_until(lambda: service.connection_status.state == "connected", within=40)
     status = service.connection_status
     assert (status.error_count, status.retry_attempts, status.last_error) == (0, 0, None)
@@ -53,6 +65,12 @@ async def test_unreachable_server_goes_offline_backs_off_and_recovers(
     assert recorder.new_contents() == ["back"]
     assert recorder.states()[-2:] == ["polling", "connected"]
     assert service.stats.errors == len(BACKOFF)
+    # Back: the poll that answered asked with wait=0, and long polls resumed right after it.
+    await clock.settle()
+    recovered, parked = server.seen("poll")[polls_before:]
+    assert "wait" not in recovered.params and float(parked.params["wait"]) == 30.0
+    assert recovered.at == parked.at == clock.monotonic()
+    assert server.gets_in_flight == 1
 
 
 async def test_backoff_without_jitter_is_exact(
@@ -89,8 +107,16 @@ async def test_server_errors_are_errors_and_one_success_resets(
     # The server answered, so this is an error, not being offline.
     assert (status.state, status.error_count) == ("error", 1)
     assert status.last_error is not None
+    assert float(server.seen("poll")[-1].params["wait"]) == 30.0  # the failed poll was a long one
+    failed = len(server.seen("poll"))
     await clock.run_for(4)
-    assert service.connection_status.state == "polling"  # held by the server
+    # One success resets at once: the retry asks with wait=0, so it answers without being held ...
+    assert service.connection_status.state == "connected"
+    assert service.connection_status.error_count == 0
+    retry, parked = server.seen("poll")[failed:]
+    assert "wait" not in retry.params
+    # ... and long polls resume right after it.
+    assert float(parked.params["wait"]) == 30.0 and parked.at == retry.at
     await clock.run_for(30)
     assert service.connection_status.state == "connected"
     assert service.connection_status.error_count == 0
@@ -100,10 +126,68 @@ async def test_server_errors_are_errors_and_one_success_resets(
     await clock.settle()
     assert service.connection_status.state == "error"
     assert service.connection_status.last_error == "connection failed: ReadError"
+    failed = len(server.seen("poll"))
     await clock.run_for(40)
     assert service.connection_status.state == "connected"
     assert recorder.new_contents() == ["one", "two"]
     assert service.stats.errors == 3
+    # Two dropped connections in a row are still an error, not offline.
+    failures = [(s.state, s.error_count) for s in recorder.statuses if s.error_count and s.state != "polling"]
+    assert failures == [("error", 1), ("error", 1), ("error", 2)]
+    # The first ReadError hit a long poll; the retry that failed again and the one that
+    # answered asked with wait=0; then long polls again.
+    assert ["wait" in r.params for r in server.seen("poll")[failed - 1 : failed + 3]] == [True, False, False, True]
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+async def test_server_errors_in_a_row_stay_errors_never_offline(
+    clock: FakeClock, server: FakeServer, make_service: ServiceFactory, status: int
+) -> None:
+    """A server that answers, however badly and however often, is reachable: "error", not "offline"."""
+    service = make_service(strategy=PollingStrategy(jitter=0))
+    recorder = Recorder(service, clock)
+    await service.start_polling()
+    await clock.settle()
+    server.post(SESSION, "end the held poll")
+    server.fail("poll", status=status, times=5)
+    await clock.run_until(lambda: service.connection_status.error_count == 5, within=60)
+    status_now = service.connection_status
+    assert (status_now.state, status_now.retry_attempts) == ("error", 5)
+    failures = [(s.state, s.error_count) for s in recorder.statuses if s.error_count and s.state != "polling"]
+    assert failures == [("error", n) for n in range(1, 6)]
+    assert clock.poll_sleeps() == BACKOFF[:5]
+    failed = len(server.seen("poll"))
+    await clock.run_until(lambda: service.connection_status.state == "connected", within=60)
+    assert "offline" not in recorder.states()[1:]  # only the state before the first poll
+    # The poll that answered asked with wait=0; long polls resume right after it.
+    await clock.settle()
+    retry, parked = server.seen("poll")[failed:]
+    assert "wait" not in retry.params and float(parked.params["wait"]) == 30.0
+    assert service.stats.errors == 5
+
+
+async def test_dropped_connections_go_offline_on_the_third_in_a_row(
+    clock: FakeClock, server: FakeServer, make_service: ServiceFactory
+) -> None:
+    """A ConnectError is offline at once; other transport errors (ReadError here) after three in a row."""
+    service = make_service(strategy=PollingStrategy(jitter=0))
+    recorder = Recorder(service, clock)
+    await service.start_polling()
+    await clock.settle()
+    server.post(SESSION, "end the held poll")
+    server.fail("poll", "read_error", times=3)
+    await clock.run_until(lambda: service.connection_status.error_count == 3, within=60)
+    status = service.connection_status
+    assert (status.state, status.last_error) == ("offline", "connection failed: ReadError")
+    failures = [(s.state, s.error_count) for s in recorder.statuses if s.error_count and s.state != "polling"]
+    assert failures == [("error", 1), ("error", 2), ("offline", 3)]
+    failed = len(server.seen("poll"))
+    await clock.run_until(lambda: service.connection_status.state == "connected", within=60)
+    assert service.connection_status.error_count == 0
+    assert recorder.states()[-3:] == ["offline", "polling", "connected"]
+    await clock.settle()
+    retry, parked = server.seen("poll")[failed:]
+    assert "wait" not in retry.params and float(parked.params["wait"]) == 30.0
 
 
 @pytest.mark.parametrize(("status", "retry_after"), [(429, 20.0), (503, 45.0)])
@@ -148,7 +232,11 @@ async def test_a_missing_session_is_created_without_an_error(
     recorder = Recorder(service, clock)
     await service.start_polling()
     await clock.settle()
-    assert [r.route for r in server.requests] == ["poll", "sessions", "poll"]
+    # Not connected yet, so the poll after creating the session asks with wait=0 too; once
+    # it answers, a long poll is parked.
+    assert [r.route for r in server.requests] == ["poll", "sessions", "poll", "poll"]
+    assert [r.params.get("wait") for r in server.seen("poll")] == [None, None, "30.0"]
+    assert service.connection_status.state == "connected"
     assert server.seen("sessions")[0].body == {"id": "fresh", "client_name": "tests"}
     assert server.sessions["fresh"].owner == "u_alice"
     await clock.run_for(30)

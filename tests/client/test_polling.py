@@ -59,10 +59,13 @@ async def test_long_polls_go_out_again_at_once_with_wait(
     server.post(SESSION, "hello")
     await clock.run_for(1)
 
-    # Each empty long poll is held 30 s by the server; the next one follows at once, and a
-    # message ends the held poll immediately.
-    assert poll_times(server, clock) == [0, 30, 60, 90, 95]
-    assert all(float(r.params["wait"]) == 30.0 for r in server.seen("poll"))
+    # The first poll asks with wait=0 and answers at once; from then on each empty long poll
+    # is held 30 s by the server, the next one follows at once, and a message ends the held
+    # poll immediately.
+    assert poll_times(server, clock) == [0, 0, 30, 60, 90, 95]
+    first, *long_polls = server.seen("poll")
+    assert "wait" not in first.params
+    assert all(float(r.params["wait"]) == 30.0 for r in long_polls)
     assert clock.poll_sleeps() == []
     assert [(at - 1000.0, e.kind, e.message.content) for at, e in recorder.log if isinstance(e, MessageEvent)] == [
         (95.0, "new", "hello")
@@ -76,8 +79,9 @@ async def test_long_poll_wait_is_configurable(
     service = make_service(strategy=PollingStrategy(long_poll_wait=20))
     await service.start_polling()
     await clock.run_for(50)
-    assert [float(r.params["wait"]) for r in server.seen("poll")] == [20.0, 20.0, 20.0]
-    assert poll_times(server, clock) == [0, 20, 40]
+    waits = [float(r.params["wait"]) if "wait" in r.params else None for r in server.seen("poll")]
+    assert waits == [None, 20.0, 20.0, 20.0]
+    assert poll_times(server, clock) == [0, 0, 20, 40]
 
 
 async def test_short_polls_adapt_to_activity(
@@ -137,8 +141,11 @@ async def test_set_polling_interval_switches_to_fixed_short_polls(
     service.set_polling_interval(5)
     await clock.run_for(100)
     polls = server.seen("poll")
-    # The held poll finishes (20 s later), then fixed 5 s short polls, jittered.
-    assert "wait" in polls[0].params and all("wait" not in r.params for r in polls[1:])
+    # After the first (wait=0) poll, the held long poll finishes (20 s later), then fixed 5 s
+    # short polls, jittered.
+    assert "wait" not in polls[0].params and "wait" in polls[1].params
+    assert all("wait" not in r.params for r in polls[2:])
+    assert within_jitter(polls[2].at - polls[1].at - 30, 5.0)
     assert len(clock.poll_sleeps()) >= 12
     assert all(within_jitter(s, 5.0) for s in clock.poll_sleeps())
     assert service.strategy.mode == "short"

@@ -52,12 +52,14 @@ class RequestFailed(Exception):
         *,
         transient: bool,
         offline: bool = False,
+        network: bool = False,
         retry_after: float | None = None,
         code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.transient = transient
         self.offline = offline
+        self.network = network or offline
         self.retry_after = retry_after
         self.code = code
 
@@ -373,7 +375,10 @@ class PollingChatService:
         return response.status_code == 201
 
     async def _poll_once(self) -> bool:
-        wait = self.strategy.long_poll_wait if self.strategy.mode == "long" else 0
+        # Until a poll has answered, ask with wait=0: a quick answer shows "connected" at once
+        # instead of after a whole long poll; parking starts from the next poll.
+        connected = self._status.state == "connected"
+        wait = self.strategy.long_poll_wait if self.strategy.mode == "long" and connected else 0
         async with self._poll_lock:
             if self._status.state != "connected" or self._status.error_count:
                 self._set_status(state="polling")
@@ -421,13 +426,15 @@ class PollingChatService:
         except httpx.ConnectError as exc:
             raise RequestFailed(f"cannot reach the server: {exc}", transient=True, offline=True) from exc
         except httpx.TransportError as exc:
-            raise RequestFailed(f"connection failed: {type(exc).__name__}", transient=True) from exc
+            raise RequestFailed(f"connection failed: {type(exc).__name__}", transient=True, network=True) from exc
         self.stats.record_latency(self._clock.monotonic() - started)
         return response
 
     def _failed(self, exc: RequestFailed, errors: int) -> None:
         self.stats.errors += 1
-        state: ConnectionState = "offline" if exc.offline or (exc.transient and errors >= 3) else "error"
+        # Offline: the server cannot be reached, or connections keep breaking. A server that
+        # answers, even with 5xx, is reachable: that is an error, not offline.
+        state: ConnectionState = "offline" if exc.offline or (exc.network and errors >= 3) else "error"
         self._set_status(state=state, error_count=errors, retry_attempts=errors, last_error=str(exc))
 
     def _receive(self, message: ChatMessage) -> None:
