@@ -14,6 +14,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from pollchat import __version__
 from pollchat.api import health, messages, sessions, users, web
+from pollchat.api.bodies import PageBodies
 from pollchat.api.deps import Services
 from pollchat.api.errors import install_error_handlers
 from pollchat.assistants import create_responder
@@ -59,6 +60,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None, storage: S
         ),
         auth=Authenticator(storage, monotonic=clock.monotonic),
         chat=chat,
+        bodies=PageBodies(),
     )
 
 

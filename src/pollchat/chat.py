@@ -5,6 +5,7 @@ The HTTP layer is thin around this; so are the assistant runner and the command 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -82,6 +83,7 @@ class ChatService:
         self._listeners: list[MessageListener] = []
         # Session owners never change: polls check access without reading storage.
         self._owners: OrderedDict[str, str] = OrderedDict()
+        self._reads: dict[tuple[str, int, int, int], asyncio.Future[Page]] = {}
 
     def add_listener(self, listener: MessageListener) -> None:
         """Call ``listener`` with every new message this instance stores (assistants use it)."""
@@ -233,8 +235,28 @@ class ChatService:
         target = await self._target(user, target.id, fresh=True)
         return target, decode_cursor(target.id, since, head=target.head)
 
+    async def _changes(self, session_id: str, after: int, limit: int) -> Page:
+        """``storage.changes``, with identical concurrent reads sharing one query.
+
+        When one commit wakes thousands of long polls at the same cursor, they all want the
+        same page: one read serves them. A read is shared only by pollers that arrive while
+        the notifier's head for the session is unchanged, so a poller woken by a newer commit
+        (which raised the head before waking it) never gets a page read before that commit.
+        """
+        head = self.notifier.head(session_id)
+        if head is None:
+            return await self.storage.changes(session_id, after=after, limit=limit)
+        key = (session_id, after, limit, head)
+        shared = self._reads.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(self.storage.changes(session_id, after=after, limit=limit))
+            self._reads[key] = shared
+            shared.add_done_callback(lambda _done: self._reads.pop(key, None))
+        # Shielded: one poller going away must not cancel the read the others wait for.
+        return await asyncio.shield(shared)
+
     async def _read(self, user: User, target: _Target, after: int, limit: int) -> Page:
-        page = await self.storage.changes(target.id, after=after, limit=limit)
+        page = await self._changes(target.id, after, limit)
         side = self.other_side(user, target.owner_id)
         marked = False
         # Fetching by the other side is delivery. Mark first, then answer with the marked
@@ -244,7 +266,7 @@ class ChatService:
         while fetched := [m.id for m in page.messages if m.type == side and not m.delivered and m.user_id != user.id]:
             await self.storage.mark_delivered(target.id, fetched, now=self.clock.now())
             marked = True
-            page = await self.storage.changes(target.id, after=after, limit=limit)
+            page = await self._changes(target.id, after, limit)
         if marked:
             self.notifier.notify(target.id, page.head)
         else:

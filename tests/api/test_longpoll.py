@@ -165,3 +165,32 @@ async def test_long_poll_ends_at_once_when_the_app_shuts_down(make_api: Any) -> 
         r = await poll
         assert r.status_code == 200 and r.json()["messages"] == []
         assert time.monotonic() - started < 3
+
+
+async def test_long_poll_fan_out_shares_one_read_and_one_body(make_settings: Callable[..., Settings]) -> None:
+    """Forty polls woken by one commit read storage once and serialise the page once."""
+    from pollchat.app import create_app
+    from tests.conftest import running
+
+    async with running(create_app(make_settings(max_parked_polls_per_user=100))) as api:
+        alice = await api.user("alice")
+        await api.send(alice, "s1", "first")
+        _, cursor = await api.drain(alice, "s1")
+        services = api.app.state.services
+        reads: list[int] = []
+        changes = services.storage.changes
+
+        async def counting_changes(session_id: str, *, after: int, limit: int) -> Any:
+            reads.append(after)
+            return await changes(session_id, after=after, limit=limit)
+
+        services.storage.changes = counting_changes
+        polls = [asyncio.create_task(api.poll(alice, "s1", since=cursor, wait=10)) for _ in range(40)]
+        await wait_parked(api, 40)
+        assert reads == [], "parked polls at the head must not read storage"
+        sent = (await api.send(alice, "s1", "for everyone")).json()["message_id"]
+        answers = await asyncio.gather(*polls)
+        assert all([m["id"] for m in r.json()["messages"]] == [sent] for r in answers)
+        assert len({r.content for r in answers}) == 1
+        assert len({r.headers["etag"] for r in answers}) == 1
+        assert len(reads) <= 2, reads

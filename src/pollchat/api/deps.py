@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from pollchat.api.bodies import PageBodies
 from pollchat.auth import Authenticator
 from pollchat.chat import ChatService
 from pollchat.clock import Clock
@@ -31,6 +32,7 @@ class Services:
     limiter: RateLimiter
     auth: Authenticator
     chat: ChatService
+    bodies: PageBodies
 
 
 async def get_services(request: Request) -> Services:

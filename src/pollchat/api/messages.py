@@ -103,12 +103,15 @@ async def get_messages(
     headers = {"ETag": result.etag, "Cache-Control": "private, no-cache"}
     if result.not_modified or result.page is None:
         return Response(status_code=304, headers=headers)
-    body = GetMessagesResponse(
-        messages=[ChatMessage.of(m) for m in result.page.messages],
-        has_more=result.page.has_more,
-        cursor=result.cursor,
-    )
-    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
+    page = result.page
+
+    def build() -> bytes:
+        answer = GetMessagesResponse(
+            messages=[ChatMessage.of(m) for m in page.messages], has_more=page.has_more, cursor=result.cursor
+        )
+        return answer.model_dump_json().encode()
+
+    return Response(services.bodies.get(result.etag, build), media_type="application/json", headers=headers)
 
 
 @router.patch(
