@@ -24,16 +24,12 @@ from pollchat.clock import isoformat, parse_iso
 from pollchat.errors import Conflict, NotFound, Unavailable
 from pollchat.ids import new_message_id, new_user_id
 from pollchat.storage.base import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
+from pollchat.storage.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, message_of, session_of, user_of
 from pollchat.storage.schema import MIGRATIONS
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "pollchat"
-_SESSION_COLUMNS = "id, owner_id, client_name, created_at, last_activity, closed, message_count, last_message_id, head"
-_MESSAGE_COLUMNS = (
-    "id, session_id, user_id, type, content, created_at, client_message_id, metadata, delivered, read,"
-    " created_seq, change_seq, edited_at"
-)
 ChangeListener = Callable[[str, "int | None"], None]
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -70,42 +66,6 @@ def _unavailable_on_connection_loss(
 
 def _set_event(event: asyncio.Event, *_args: object) -> None:
     event.set()
-
-
-def _user(row: asyncpg.Record) -> User:
-    return User(id=row["id"], name=row["name"], role=row["role"], created_at=parse_iso(row["created_at"]))
-
-
-def _session(row: asyncpg.Record) -> Session:
-    return Session(
-        id=row["id"],
-        owner_id=row["owner_id"],
-        client_name=row["client_name"],
-        created_at=parse_iso(row["created_at"]),
-        last_activity=parse_iso(row["last_activity"]),
-        closed=bool(row["closed"]),
-        message_count=row["message_count"],
-        last_message_id=row["last_message_id"],
-        head=row["head"],
-    )
-
-
-def _message(row: asyncpg.Record) -> Message:
-    return Message(
-        id=row["id"],
-        session_id=row["session_id"],
-        user_id=row["user_id"],
-        type=row["type"],
-        content=row["content"],
-        timestamp=parse_iso(row["created_at"]),
-        client_message_id=row["client_message_id"],
-        metadata=json.loads(row["metadata"]) if row["metadata"] is not None else None,
-        delivered=bool(row["delivered"]),
-        read=bool(row["read"]),
-        created_seq=row["created_seq"],
-        change_seq=row["change_seq"],
-        edited_at=parse_iso(row["edited_at"]) if row["edited_at"] else None,
-    )
 
 
 class PostgresStorage:
@@ -262,12 +222,12 @@ class PostgresStorage:
     @_unavailable_on_connection_loss
     async def user_by_token_hash(self, token_hash: str) -> User | None:
         row = await self._p.fetchrow("SELECT id, name, role, created_at FROM users WHERE token_hash = $1", token_hash)
-        return _user(row) if row else None
+        return user_of(row) if row else None
 
     @_unavailable_on_connection_loss
     async def list_users(self) -> list[User]:
         rows = await self._p.fetch("SELECT id, name, role, created_at FROM users ORDER BY created_at, id")
-        return [_user(r) for r in rows]
+        return [user_of(r) for r in rows]
 
     @_unavailable_on_connection_loss
     async def has_admin(self) -> bool:
@@ -282,7 +242,7 @@ class PostgresStorage:
         stamp = isoformat(now)
         row = await self._p.fetchrow(
             f"INSERT INTO sessions (id, owner_id, client_name, created_at, last_activity) VALUES ($1, $2, $3, $4, $4)"
-            f" ON CONFLICT (id) DO NOTHING RETURNING {_SESSION_COLUMNS}",
+            f" ON CONFLICT (id) DO NOTHING RETURNING {SESSION_COLUMNS}",
             session_id,
             owner_id,
             client_name,
@@ -290,12 +250,12 @@ class PostgresStorage:
         )
         if row is None:
             raise Conflict(f"session {session_id!r} exists", code="session_exists")
-        return _session(row)
+        return session_of(row)
 
     @_unavailable_on_connection_loss
     async def get_session(self, session_id: str) -> Session | None:
-        row = await self._p.fetchrow(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = $1", session_id)
-        return _session(row) if row else None
+        row = await self._p.fetchrow(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1", session_id)
+        return session_of(row) if row else None
 
     @_unavailable_on_connection_loss
     async def list_sessions(
@@ -318,10 +278,10 @@ class PostgresStorage:
             where.append(f"closed = 0 AND last_activity < {param(isoformat(inactive_before))}")
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         rows = await self._p.fetch(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions {clause} ORDER BY last_activity DESC, id LIMIT {param(limit)}",
+            f"SELECT {SESSION_COLUMNS} FROM sessions {clause} ORDER BY last_activity DESC, id LIMIT {param(limit)}",
             *params,
         )
-        return [_session(r) for r in rows]
+        return [session_of(r) for r in rows]
 
     @_unavailable_on_connection_loss
     async def update_session(
@@ -329,7 +289,7 @@ class PostgresStorage:
     ) -> Session:
         row = await self._p.fetchrow(
             f"UPDATE sessions SET closed = COALESCE($2, closed), client_name = COALESCE($3, client_name),"
-            f" last_activity = $4 WHERE id = $1 RETURNING {_SESSION_COLUMNS}",
+            f" last_activity = $4 WHERE id = $1 RETURNING {SESSION_COLUMNS}",
             session_id,
             None if closed is None else int(closed),
             client_name,
@@ -337,7 +297,7 @@ class PostgresStorage:
         )
         if row is None:
             raise NotFound("no such session", code="session_not_found")
-        return _session(row)
+        return session_of(row)
 
     # messages
 
@@ -387,14 +347,14 @@ class PostgresStorage:
         # first message, also when the session closed after it was stored (a lost acknowledgement).
         if item.client_message_id is not None:
             existing = await conn.fetchrow(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+                f"SELECT {MESSAGE_COLUMNS} FROM messages"
                 " WHERE user_id = $1 AND session_id = $2 AND client_message_id = $3",
                 author.id,
                 item.session_id,
                 item.client_message_id,
             )
             if existing:
-                return Appended(_message(existing), created=False)
+                return Appended(message_of(existing), created=False)
         if row["closed"]:
             return Appended(None, error=Conflict("the session is closed", code="session_closed"))
         message_id = new_message_id()
@@ -407,9 +367,9 @@ class PostgresStorage:
         )
         metadata = json.dumps(item.metadata, separators=(",", ":")) if item.metadata is not None else None
         row = await conn.fetchrow(
-            f"INSERT INTO messages ({_MESSAGE_COLUMNS})"
+            f"INSERT INTO messages ({MESSAGE_COLUMNS})"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, $9, $9, NULL)"
-            f" RETURNING {_MESSAGE_COLUMNS}",
+            f" RETURNING {MESSAGE_COLUMNS}",
             message_id,
             item.session_id,
             author.id,
@@ -420,7 +380,7 @@ class PostgresStorage:
             metadata,
             seq,
         )
-        return Appended(_message(row), created=True)
+        return Appended(message_of(row), created=True)
 
     @_unavailable_on_connection_loss
     async def changes(self, session_id: str, *, after: int, limit: int) -> Page:
@@ -428,21 +388,21 @@ class PostgresStorage:
         async with self._p.acquire() as conn:
             head = await conn.fetchval("SELECT head FROM sessions WHERE id = $1", session_id) or 0
             rows = await conn.fetch(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND change_seq > $2"
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND change_seq > $2"
                 " AND change_seq <= $3 ORDER BY change_seq LIMIT $4",
                 session_id,
                 after,
                 head,
                 limit + 1,
             )
-        messages = [_message(r) for r in rows[:limit]]
+        messages = [message_of(r) for r in rows[:limit]]
         has_more = len(rows) > limit
         return Page(messages=messages, head=head, has_more=has_more, upto=messages[-1].change_seq if has_more else head)
 
     @_unavailable_on_connection_loss
     async def get_message(self, message_id: str) -> Message | None:
-        row = await self._p.fetchrow(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
-        return _message(row) if row else None
+        row = await self._p.fetchrow(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", message_id)
+        return message_of(row) if row else None
 
     async def _bump_each(self, conn: asyncpg.Connection, session_id: str, ids: Sequence[str], sets: str) -> int:
         head: int = await conn.fetchval("SELECT head FROM sessions WHERE id = $1 FOR UPDATE", session_id) or 0
@@ -488,18 +448,18 @@ class PostgresStorage:
             head = await conn.fetchval("UPDATE sessions SET head = head + 1 WHERE id = $1 RETURNING head", session_id)
             row = await conn.fetchrow(
                 f"UPDATE messages SET content = $2, edited_at = $3, change_seq = $4 WHERE id = $1"
-                f" RETURNING {_MESSAGE_COLUMNS}",
+                f" RETURNING {MESSAGE_COLUMNS}",
                 message_id,
                 content,
                 isoformat(now),
                 head,
             )
             await self._notify(conn, session_id, head)
-        return _message(row)
+        return message_of(row)
 
     @_unavailable_on_connection_loss
     async def pending_user_messages(self, *, since: datetime, limit: int) -> list[Message]:
-        columns = ", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))
+        columns = ", ".join("m." + c.strip() for c in MESSAGE_COLUMNS.split(","))
         rows = await self._p.fetch(
             f"SELECT {columns} FROM messages m JOIN sessions s ON s.id = m.session_id"
             " WHERE m.delivered = 0 AND m.type = 'user' AND m.created_at >= $1 AND s.closed = 0"
@@ -507,4 +467,4 @@ class PostgresStorage:
             isoformat(since),
             limit,
         )
-        return [_message(r) for r in rows]
+        return [message_of(r) for r in rows]

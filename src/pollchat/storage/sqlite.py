@@ -24,14 +24,9 @@ from pollchat.clock import isoformat, parse_iso
 from pollchat.errors import Conflict, NotFound
 from pollchat.ids import new_message_id, new_user_id
 from pollchat.storage.base import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
+from pollchat.storage.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, message_of, session_of, user_of
 from pollchat.storage.schema import MIGRATIONS
 from pollchat.storage.sqlite_writer import GroupWriter
-
-_SESSION_COLUMNS = "id, owner_id, client_name, created_at, last_activity, closed, message_count, last_message_id, head"
-_MESSAGE_COLUMNS = (
-    "id, session_id, user_id, type, content, created_at, client_message_id, metadata, delivered, read,"
-    " created_seq, change_seq, edited_at"
-)
 
 
 def sqlite_path(url: str) -> str:
@@ -40,42 +35,6 @@ def sqlite_path(url: str) -> str:
     if not path.startswith("/") or len(path) < 2:
         raise ValueError(f"not a sqlite URL with a path: {url!r}")
     return path[1:]
-
-
-def _user(row: sqlite3.Row | tuple[Any, ...]) -> User:
-    return User(id=row[0], name=row[1], role=row[2], created_at=parse_iso(row[3]))
-
-
-def _session(row: sqlite3.Row | tuple[Any, ...]) -> Session:
-    return Session(
-        id=row[0],
-        owner_id=row[1],
-        client_name=row[2],
-        created_at=parse_iso(row[3]),
-        last_activity=parse_iso(row[4]),
-        closed=bool(row[5]),
-        message_count=row[6],
-        last_message_id=row[7],
-        head=row[8],
-    )
-
-
-def _message(row: sqlite3.Row | tuple[Any, ...]) -> Message:
-    return Message(
-        id=row[0],
-        session_id=row[1],
-        user_id=row[2],
-        type=row[3],
-        content=row[4],
-        timestamp=parse_iso(row[5]),
-        client_message_id=row[6],
-        metadata=json.loads(row[7]) if row[7] is not None else None,
-        delivered=bool(row[8]),
-        read=bool(row[9]),
-        created_seq=row[10],
-        change_seq=row[11],
-        edited_at=parse_iso(row[12]) if row[12] else None,
-    )
 
 
 _PRAGMAS = (
@@ -146,11 +105,11 @@ def _append_one(conn: sqlite3.Connection, item: NewMessage, author: User, stamp:
     if item.client_message_id is not None:
         existing = _one(
             conn,
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE user_id = ? AND session_id = ? AND client_message_id = ?",
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE user_id = ? AND session_id = ? AND client_message_id = ?",
             (author.id, item.session_id, item.client_message_id),
         )
         if existing:
-            return Appended(_message(existing), created=False)
+            return Appended(message_of(existing), created=False)
     if row is not None and row[1]:
         return Appended(None, error=Conflict("the session is closed", code="session_closed"))
     message_id = new_message_id()
@@ -165,7 +124,7 @@ def _append_one(conn: sqlite3.Connection, item: NewMessage, author: User, stamp:
     seq = int(row[0])
     metadata = json.dumps(item.metadata, separators=(",", ":")) if item.metadata is not None else None
     conn.execute(
-        f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, NULL)",
+        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, NULL)",
         (
             message_id,
             item.session_id,
@@ -299,11 +258,11 @@ class SQLiteStorage:
 
     async def user_by_token_hash(self, token_hash: str) -> User | None:
         row = await self._read_one("SELECT id, name, role, created_at FROM users WHERE token_hash = ?", (token_hash,))
-        return _user(row) if row else None
+        return user_of(row) if row else None
 
     async def list_users(self) -> list[User]:
         rows = await self._read_all("SELECT id, name, role, created_at FROM users ORDER BY created_at, id")
-        return [_user(r) for r in rows]
+        return [user_of(r) for r in rows]
 
     async def has_admin(self) -> bool:
         return bool(await self._read_one("SELECT 1 FROM users WHERE role = 'admin' LIMIT 1"))
@@ -317,13 +276,13 @@ class SQLiteStorage:
             if _one(conn, "SELECT 1 FROM sessions WHERE id = ?", (session_id,)):
                 raise Conflict(f"session {session_id!r} exists", code="session_exists")
             _insert_session(conn, session_id, owner_id, client_name, now)
-            return _session(_one(conn, f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)))
+            return session_of(_one(conn, f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)))
 
         return await self._writer.run(write)
 
     async def get_session(self, session_id: str) -> Session | None:
-        row = await self._read_one(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,))
-        return _session(row) if row else None
+        row = await self._read_one(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,))
+        return session_of(row) if row else None
 
     async def list_sessions(
         self, *, owner_id: str | None, status: str | None, inactive_before: datetime, limit: int
@@ -342,10 +301,10 @@ class SQLiteStorage:
             params.append(isoformat(inactive_before))
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         rows = await self._read_all(
-            f"SELECT {_SESSION_COLUMNS} FROM sessions {clause} ORDER BY last_activity DESC, id LIMIT ?",
+            f"SELECT {SESSION_COLUMNS} FROM sessions {clause} ORDER BY last_activity DESC, id LIMIT ?",
             [*params, limit],
         )
-        return [_session(r) for r in rows]
+        return [session_of(r) for r in rows]
 
     async def update_session(
         self, session_id: str, *, closed: bool | None, client_name: str | None, now: datetime
@@ -358,7 +317,7 @@ class SQLiteStorage:
             if client_name is not None:
                 conn.execute("UPDATE sessions SET client_name = ? WHERE id = ?", (client_name, session_id))
             conn.execute("UPDATE sessions SET last_activity = ? WHERE id = ?", (isoformat(now), session_id))
-            return _session(_one(conn, f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)))
+            return session_of(_one(conn, f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)))
 
         return await self._writer.run(write)
 
@@ -383,17 +342,17 @@ class SQLiteStorage:
         head_row = await self._read_one("SELECT head FROM sessions WHERE id = ?", (session_id,))
         head = int(head_row[0]) if head_row else 0
         rows = await self._read_all(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND change_seq > ? AND change_seq <= ?"
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = ? AND change_seq > ? AND change_seq <= ?"
             " ORDER BY change_seq LIMIT ?",
             (session_id, after, head, limit + 1),
         )
-        messages = [_message(r) for r in rows[:limit]]
+        messages = [message_of(r) for r in rows[:limit]]
         has_more = len(rows) > limit
         return Page(messages=messages, head=head, has_more=has_more, upto=messages[-1].change_seq if has_more else head)
 
     async def get_message(self, message_id: str) -> Message | None:
-        row = await self._read_one(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
-        return _message(row) if row else None
+        row = await self._read_one(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
+        return message_of(row) if row else None
 
     async def mark_delivered(self, session_id: str, message_ids: Sequence[str], *, now: datetime) -> int:
         ids = list(message_ids)
@@ -439,16 +398,16 @@ class SQLiteStorage:
                 "UPDATE messages SET content = ?, edited_at = ?, change_seq = ? WHERE id = ?",
                 (content, isoformat(now), seq, message_id),
             )
-            return _message(_one(conn, f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)))
+            return message_of(_one(conn, f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)))
 
         return await self._writer.run(write)
 
     async def pending_user_messages(self, *, since: datetime, limit: int) -> list[Message]:
         rows = await self._read_all(
-            f"SELECT {', '.join('m.' + c.strip() for c in _MESSAGE_COLUMNS.split(','))} FROM messages m"
+            f"SELECT {', '.join('m.' + c.strip() for c in MESSAGE_COLUMNS.split(','))} FROM messages m"
             " JOIN sessions s ON s.id = m.session_id"
             " WHERE m.delivered = 0 AND m.type = 'user' AND m.created_at >= ? AND s.closed = 0"
             " ORDER BY m.created_at LIMIT ?",
             (isoformat(since), limit),
         )
-        return [_message(r) for r in rows]
+        return [message_of(r) for r in rows]
