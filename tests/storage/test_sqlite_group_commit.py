@@ -221,3 +221,27 @@ async def test_groups_are_cut_by_weight(tmp_path: Path) -> None:
         assert writer.groups == 5
     finally:
         await writer.close()
+
+
+async def test_reads_running_alongside_others_see_every_committed_write(sqlite: SQLiteStorage, tick: Tick) -> None:
+    """Regression: reads on the shared reader connection ran their statement and their fetch as
+    two calls, so a read half-done pinned the connection's snapshot and reads queued behind it
+    saw data from before the latest commit (a woken long poll re-read an empty page and parked)."""
+    author = await alice(sqlite, tick)
+    await sqlite.append([new("busy", f"b{i}") for i in range(300)], author=author, now=tick())
+    stop = asyncio.Event()
+
+    async def background_reader() -> None:
+        while not stop.is_set():
+            await sqlite.changes("busy", after=0, limit=300)
+
+    readers = [asyncio.create_task(background_reader()) for _ in range(8)]
+    try:
+        for i in range(40):
+            (stored,) = await sqlite.append([new("mine", f"m{i}")], author=author, now=tick())
+            assert stored.message is not None
+            page = await sqlite.changes("mine", after=stored.message.change_seq - 1, limit=10)
+            assert [m.content for m in page.messages] == [f"m{i}"], f"round {i}: a read missed a committed write"
+    finally:
+        stop.set()
+        await asyncio.gather(*readers)

@@ -197,13 +197,17 @@ class SQLiteStorage:
             raise RuntimeError("storage is not open")
         return self._reader
 
+    # Each read runs its statement and fetches every row in one call on the reader's thread.
+    # A statement left half-fetched (execute, then fetch as a second call) keeps the shared
+    # connection's read snapshot open, and every read queued behind it would see the data as
+    # of then: a woken long poll would re-read a stale, empty page and park again.
+
     async def _read_one(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with self._r.execute(sql, tuple(params)) as cur:
-            return await cur.fetchone()
+        rows = await self._r.execute_fetchall(sql, tuple(params))
+        return next(iter(rows), None)
 
     async def _read_all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        async with self._r.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+        return list(await self._r.execute_fetchall(sql, tuple(params)))
 
     async def ping(self) -> None:
         await self._read_one("SELECT 1")
