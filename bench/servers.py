@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import secrets
 import signal
 import socket
@@ -19,6 +20,20 @@ from types import TracebackType
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ACCESS_LOG_LINE = re.compile(r'"(GET|POST|PATCH|PUT|DELETE|HEAD) /')
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def raise_nofile_to_hard() -> None:
+    """Lift this process's soft limit on open files to its hard limit (a ``preexec_fn`` for servers)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def open_files_limit() -> int:
+    """This process's soft limit on open files (what a server spawned from it gets, at most the hard one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return hard if soft == resource.RLIM_INFINITY else soft
 
 
 def free_port() -> int:
@@ -53,7 +68,14 @@ class ServerProcess:
         """Start the process and wait until ``ready_path`` answers 200."""
         with self.log_path.open("wb") as log:
             self._proc = subprocess.Popen(
-                self.argv, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.argv,
+                env=self.env,
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Thousands of parked polls need as many sockets: take the hard limit on open files.
+                preexec_fn=raise_nofile_to_hard,
             )
         deadline = time.monotonic() + timeout
         url = f"http://{HOST}:{self.port}{self.ready_path}"
@@ -81,6 +103,18 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+    def rss_kib(self) -> int:
+        """The server's resident set size now, in KiB (``VmRSS`` of ``/proc/<pid>/status``)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError(f"no VmRSS for {self.name} (pid {self.pid})")
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the server has used so far (``/proc/<pid>/stat``)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
     def log_text(self) -> str:
         """Everything the server printed."""
@@ -119,11 +153,15 @@ def pollchat_command(src: Path | None = None) -> list[str]:
     return [sys.executable, "-c", "import sys; from pollchat.cli import main; sys.argv[0] = 'pollchat'; main()"]
 
 
-def pollchat_server(workdir: Path, *, max_parked: int, src: Path | None = None) -> tuple[ServerProcess, str]:
+def pollchat_server(
+    workdir: Path, *, max_parked: int, src: Path | None = None, name: str = "pollchat"
+) -> tuple[ServerProcess, str]:
     """``pollchat serve`` on a fresh SQLite file, rate limits off, no assistant; and the admin token.
 
     With ``src`` (a directory holding the ``pollchat`` package), that code is served instead
     of the installed one: put first on ``PYTHONPATH``, it wins over the editable install.
+    ``name`` names the process, its log and (unless it is the default) its database file, so
+    several servers can share ``workdir``.
     """
     token = secrets.token_urlsafe(32)
     port = free_port()
@@ -141,7 +179,7 @@ def pollchat_server(workdir: Path, *, max_parked: int, src: Path | None = None) 
         *pollchat_command(src),
         "serve",
         "--database",
-        f"sqlite:///{workdir / 'bench.db'}",
+        f"sqlite:///{workdir / ('bench.db' if name == 'pollchat' else name + '.db')}",
         "--host",
         HOST,
         "--port",
@@ -150,19 +188,28 @@ def pollchat_server(workdir: Path, *, max_parked: int, src: Path | None = None) 
         "warning",
     ]
     server = ServerProcess(
-        "pollchat", argv, port=port, env=env, log_path=workdir / "pollchat.log", ready_path="/api/v1/health"
+        name, argv, port=port, env=env, log_path=workdir / f"{name}.log", ready_path="/api/v1/health"
     )
     return server, token
 
 
 def bare_server(workdir: Path) -> ServerProcess:
     """``bench.bare_app`` on uvicorn, configured like ``pollchat.server.run`` but with the access log off."""
+    return asgi_server(workdir, "bare", "bench.bare_app:app", ready_path="/")
+
+
+def asgi_server(workdir: Path, name: str, app: str, *, ready_path: str) -> ServerProcess:
+    """The ASGI app ``app`` (``module:attribute`` under the repository) on the same uvicorn as pollchat.
+
+    Configured like ``pollchat.server.run`` (one worker, uvloop and httptools when installed,
+    keep-alive 75 s, no server header), with the access log off.
+    """
     port = free_port()
     argv = [
         sys.executable,
         "-m",
         "uvicorn",
-        "bench.bare_app:app",
+        app,
         "--app-dir",
         str(REPO_ROOT),
         "--host",
@@ -178,4 +225,6 @@ def bare_server(workdir: Path) -> ServerProcess:
         "--timeout-keep-alive",
         "75",
     ]
-    return ServerProcess("bare", argv, port=port, env=_clean_env(), log_path=workdir / "bare.log", ready_path="/")
+    return ServerProcess(
+        name, argv, port=port, env=_clean_env(), log_path=workdir / f"{name}.log", ready_path=ready_path
+    )
