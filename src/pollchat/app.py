@@ -10,13 +10,17 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.routing import BaseRoute
 
 from pollchat import __version__
 from pollchat.api import health, messages, sessions, users, web
 from pollchat.api.bodies import PageBodies
 from pollchat.api.deps import Services
 from pollchat.api.errors import install_error_handlers
+from pollchat.api.fastpoll import PATH as FAST_POLL_PATH
+from pollchat.api.fastpoll import FastPollMiddleware
 from pollchat.assistants import create_responder
 from pollchat.assistants.runner import AssistantRunner
 from pollchat.auth import Authenticator, hash_token, new_token
@@ -117,6 +121,13 @@ def _describe_errors_truthfully(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _poll_route() -> BaseRoute:
+    for route in messages.router.routes:
+        if isinstance(route, APIRoute) and route.path == FAST_POLL_PATH and "GET" in (route.methods or ()):
+            return route
+    raise RuntimeError("the poll route is missing")
+
+
 def create_app(
     settings: Settings,
     *,
@@ -170,5 +181,6 @@ def create_app(
     app.mount("/web", web.static_files(), name="web")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
+    app.add_middleware(FastPollMiddleware, services=services, route=_poll_route())
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     return app

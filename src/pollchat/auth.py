@@ -71,6 +71,17 @@ class Authenticator:
             self._known.popitem(last=False)
         return user
 
+    def remembered(self, authorization: str | None) -> User | None:
+        """The user of a token looked up lately, without asking storage; None otherwise."""
+        try:
+            token_hash = hash_token(bearer_token(authorization))
+        except Unauthorized:
+            return None
+        known = self._known.get(token_hash)
+        if known is None or known[1] <= self._monotonic():
+            return None
+        return known[0]
+
     def forget(self) -> None:
         """Drop every remembered answer (after tokens changed)."""
         self._known.clear()

@@ -279,14 +279,44 @@ class ChatService:
         """Changes of a session after ``since``; with ``wait``, hold until there are some."""
         target, after = await self._position(user, await self._target(user, session_id), since)
         if wait <= 0:
-            etag = _etag(target.id, after, limit, target.head)
-            if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
-                self.metrics.polls.labels("not_modified").inc()
-                return PollResult(target.id, None, since or encode_cursor(target.id, after), etag, True)
-            if after >= target.head:  # nothing committed after the cursor: no need to ask storage
-                return self._answer(target.id, after, limit, _empty(target.head, after))
+            known = self._answer_known(target, after, limit, since, if_none_match)
+            if known is not None:
+                return known
             return self._answer(target.id, after, limit, await self._read(user, target, after, limit))
         return await self._long_poll(user, target, after, limit, wait)
+
+    def poll_from_memory(
+        self, user: User, session_id: str, *, since: str | None, limit: int, if_none_match: str | None
+    ) -> PollResult | None:
+        """A short poll answered without storage (304, or nothing new), or None when it needs storage.
+
+        Whatever this answers, ``poll`` would answer the same; it only declines more often.
+        """
+        owner = self._owners.get(session_id)
+        head = self.notifier.head(session_id)
+        if owner is None or head is None or (owner != user.id and not user.sees_all_sessions):
+            return None
+        if since is None:
+            after = 0
+        elif is_message_id(since):
+            return None
+        else:
+            try:
+                after = decode_cursor(session_id, since, head=head)
+            except BadRequest:
+                return None
+        return self._answer_known(_Target(session_id, owner, head), after, limit, since, if_none_match)
+
+    def _answer_known(
+        self, target: _Target, after: int, limit: int, since: str | None, if_none_match: str | None
+    ) -> PollResult | None:
+        etag = _etag(target.id, after, limit, target.head)
+        if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
+            self.metrics.polls.labels("not_modified").inc()
+            return PollResult(target.id, None, since or encode_cursor(target.id, after), etag, True)
+        if after >= target.head:  # nothing committed after the cursor: no need to ask storage
+            return self._answer(target.id, after, limit, _empty(target.head, after))
+        return None
 
     async def _long_poll(self, user: User, target: _Target, after: int, limit: int, wait: float) -> PollResult:
         deadline = self.clock.monotonic() + wait

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -12,6 +13,7 @@ from pollchat.clock import isoformat
 from pollchat.storage.base import Message, Session
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 SessionId = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN, min_length=1, max_length=128)]
 ClientMessageId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 ClientName = Annotated[str, StringConstraints(max_length=200)]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -83,9 +84,20 @@ async def send_limited(services: ServicesDep, user: UserDep) -> User:
     return user
 
 
-async def poll_limited(services: ServicesDep, user: UserDep) -> User:
+# Set on a request's scope once its poll was charged, so it is never charged twice.
+POLL_CHARGED = "pollchat.poll_charged"
+
+
+async def charge_poll(services: Services, user: User, scope: MutableMapping[str, Any]) -> None:
+    """Spend one poll from the user's budget (once per request)."""
+    if not scope.get(POLL_CHARGED):
+        scope[POLL_CHARGED] = True
+        await _limit(services, "poll", user)
+
+
+async def poll_limited(request: Request, services: ServicesDep, user: UserDep) -> User:
     """The caller, after spending one poll from its budget."""
-    await _limit(services, "poll", user)
+    await charge_poll(services, user, request.scope)
     return user
 
 

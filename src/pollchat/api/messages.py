@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 
-from pollchat.api.deps import PollerDep, SenderDep, ServicesDep
+from pollchat.api.deps import PollerDep, SenderDep, Services, ServicesDep
 from pollchat.api.errors import error_responses
-from pollchat.chat import SendItem
+from pollchat.chat import PollResult, SendItem
 from pollchat.errors import BadRequest
 from pollchat.models import (
     SESSION_ID_PATTERN,
@@ -103,7 +103,13 @@ async def get_messages(
     headers = {"ETag": result.etag, "Cache-Control": "private, no-cache"}
     if result.not_modified or result.page is None:
         return Response(status_code=304, headers=headers)
+    return Response(page_body(services, result), media_type="application/json", headers=headers)
+
+
+def page_body(services: Services, result: PollResult) -> bytes:
+    """The JSON of a poll's page, built once per ETag."""
     page = result.page
+    assert page is not None
 
     def build() -> bytes:
         answer = GetMessagesResponse(
@@ -111,7 +117,7 @@ async def get_messages(
         )
         return answer.model_dump_json().encode()
 
-    return Response(services.bodies.get(result.etag, build), media_type="application/json", headers=headers)
+    return services.bodies.get(result.etag, build)
 
 
 @router.patch(
