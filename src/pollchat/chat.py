@@ -285,28 +285,6 @@ class ChatService:
             return self._answer(target.id, after, limit, await self._read(user, target, after, limit))
         return await self._long_poll(user, target, after, limit, wait)
 
-    def poll_from_memory(
-        self, user: User, session_id: str, *, since: str | None, limit: int, if_none_match: str | None
-    ) -> PollResult | None:
-        """A short poll answered without storage (304, or nothing new), or None when it needs storage.
-
-        Whatever this answers, ``poll`` would answer the same; it only declines more often.
-        """
-        owner = self._owners.get(session_id)
-        head = self.notifier.head(session_id)
-        if owner is None or head is None or (owner != user.id and not user.sees_all_sessions):
-            return None
-        if since is None:
-            after = 0
-        elif is_message_id(since):
-            return None
-        else:
-            try:
-                after = decode_cursor(session_id, since, head=head)
-            except BadRequest:
-                return None
-        return self._answer_known(_Target(session_id, owner, head), after, limit, since, if_none_match)
-
     def _answer_known(
         self, target: _Target, after: int, limit: int, since: str | None, if_none_match: str | None
     ) -> PollResult | None:

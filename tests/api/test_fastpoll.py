@@ -1,15 +1,17 @@
-"""Idle short polls are answered before FastAPI, from memory, exactly as the full route would."""
+"""Polls are answered before FastAPI (idle ones from memory), exactly as the full route would."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from pollchat.app import create_app
+from pollchat.chat import SendItem
 from pollchat.settings import Settings
-from tests.api.support import assert_error
+from tests.api.support import assert_error, wait_parked
 from tests.conftest import Api, running
 
 
@@ -21,7 +23,8 @@ def forbid_storage_and_full_route(api: Api) -> None:
 
     for name in ("changes", "get_session", "user_by_token_hash", "get_message"):
         setattr(services.storage, name, refuse)
-    services.chat.poll = refuse
+    # The full route authenticates through its dependency; the fast path only asks what it remembers.
+    services.auth.authenticate = refuse
 
 
 async def warm(api: Api) -> tuple[str, str, str]:
@@ -43,6 +46,24 @@ async def test_fast_poll_answers_304_and_empty_pages_without_storage(api: Api) -
     assert fast.headers["etag"] == full.headers["etag"]
     metrics = (await api.http.get("/metrics")).text
     assert 'route="/api/v1/admin/chat/messages",status="304"' in metrics
+
+
+async def test_fast_poll_parks_and_wakes_long_polls_without_the_full_route(api: Api) -> None:
+    alice, cursor, _ = await warm(api)
+    services = api.app.state.services
+
+    async def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("a plain poll went through the full route")
+
+    services.auth.authenticate = refuse
+    poll = asyncio.create_task(api.poll(alice, "s1", since=cursor, wait=5))
+    await wait_parked(api, 1)
+    # Sent through the service: the full route's authentication is switched off above.
+    await services.chat.send_one(
+        services.auth.remembered(f"Bearer {alice}"), SendItem(content="wake up", session_id="s1")
+    )
+    r = await poll
+    assert r.status_code == 200 and [m["content"] for m in r.json()["messages"]] == ["wake up"]
 
 
 async def test_fast_poll_leaves_news_and_odd_requests_to_the_full_route(api: Api) -> None:

@@ -1,16 +1,18 @@
-"""The idle short poll, answered in plain ASGI.
+"""Polls, answered in plain ASGI.
 
-Most polls of a quiet chat change nothing: a 304 for a matching ETag, or an empty page. The
-notifier and the caches already answer those without storage (``ChatService.poll_from_memory``);
-going through FastAPI's routing, dependency solving and validation would still cost many times
-the answer itself. So this layer answers them directly, for requests in their plain canonical
-form from a recently seen token. Every other request (anything malformed, a cold cache, news
-to fetch, a long poll) goes on to the full route, which answers the same way, only slower.
+Polling is the hot path: most polls of a quiet chat change nothing (a 304, an empty page, a
+parked long poll), and the notifier and caches answer those without storage. Going through
+FastAPI's routing, dependency solving and validation would still cost many times the answer
+itself, and hold a much larger stack per parked poll. So this layer hands polls in their plain
+canonical form, from a recently seen token, straight to ``ChatService.poll`` (the function the
+full route calls) and writes the answer itself. Anything else (an unusual spelling of a
+parameter, a token not seen lately) goes on to the full route, which validates it and answers
+the same way, only slower.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
 from urllib.parse import parse_qsl
 
 from starlette.routing import BaseRoute
@@ -19,14 +21,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from pollchat.api.deps import Services, charge_poll
 from pollchat.api.errors import error_response
 from pollchat.api.messages import page_body
-from pollchat.errors import TooManyRequests
+from pollchat.errors import PollchatError
 from pollchat.models import SESSION_ID_RE
 
 PATH = "/api/v1/admin/chat/messages"
 _KNOWN = {"session_id", "since", "limit", "wait"}
+_WAIT_RE = re.compile(r"[0-9]{1,2}(\.[0-9]{1,3})?")
 
 
-def _plain_query(raw: bytes) -> dict[str, str] | None:
+def _plain_query(raw: bytes, max_wait: float) -> dict[str, str] | None:
     """The poll's parameters when they are plainly valid, else None (the full route judges)."""
     try:
         pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, strict_parsing=False)
@@ -36,7 +39,7 @@ def _plain_query(raw: bytes) -> dict[str, str] | None:
     if len(params) != len(pairs) or not params.keys() <= _KNOWN:
         return None
     session_id, limit, wait = params.get("session_id", ""), params.get("limit", "100"), params.get("wait", "0")
-    if not SESSION_ID_RE.fullmatch(session_id) or wait not in ("0", "0.0"):
+    if not SESSION_ID_RE.fullmatch(session_id) or not _WAIT_RE.fullmatch(wait) or float(wait) > max_wait:
         return None
     if not (limit.isascii() and limit.isdigit() and len(limit) <= 3 and 1 <= int(limit) <= 500):
         return None
@@ -46,18 +49,19 @@ def _plain_query(raw: bytes) -> dict[str, str] | None:
 
 
 class FastPollMiddleware:
-    """Answers idle short polls before FastAPI; passes everything else on."""
+    """Answers polls before FastAPI; passes everything else on."""
 
     def __init__(self, app: ASGIApp, *, services: Services, route: BaseRoute) -> None:
         self.app = app
         self.services = services
         self.route = route
+        self.max_wait = min(60.0, services.settings.max_wait)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != PATH:
             await self.app(scope, receive, send)
             return
-        params = _plain_query(scope["query_string"])
+        params = _plain_query(scope["query_string"], self.max_wait)
         headers = dict(scope["headers"])
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         if_none_match = headers.get(b"if-none-match", b"").decode("latin-1") or None
@@ -65,37 +69,33 @@ class FastPollMiddleware:
         if params is None or user is None or (if_none_match is not None and len(if_none_match) > 500):
             await self.app(scope, receive, send)
             return
-        result = self.services.chat.poll_from_memory(
-            user,
-            params["session_id"],
-            since=params.get("since") or None,
-            limit=int(params.get("limit", "100")),
-            if_none_match=if_none_match,
-        )
-        if result is None:
-            await self.app(scope, receive, send)
-            return
         scope["route"] = self.route  # for the request metrics, as FastAPI would set it
         try:
             await charge_poll(self.services, user, scope)
-        except TooManyRequests as exc:
+            result = await self.services.chat.poll(
+                user,
+                params["session_id"],
+                since=params.get("since") or None,
+                limit=int(params.get("limit", "100")),
+                wait=float(params.get("wait", "0")),
+                if_none_match=if_none_match,
+            )
+        except PollchatError as exc:
             await error_response(exc.status_code, exc.message, exc.code, exc.retry_after)(scope, receive, send)
             return
         response_headers: list[tuple[bytes, bytes]] = [
             (b"etag", result.etag.encode()),
             (b"cache-control", b"private, no-cache"),
         ]
-        if result.not_modified:
+        if result.not_modified or result.page is None:
             await _respond(send, 304, response_headers, b"")
             return
-        body = page_body(self.services, result)
         response_headers.append((b"content-type", b"application/json"))
-        await _respond(send, 200, response_headers, body)
+        await _respond(send, 200, response_headers, page_body(self.services, result))
 
 
 async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    start: dict[str, Any] = {"type": "http.response.start", "status": status, "headers": headers}
     if status != 304:
         headers.append((b"content-length", str(len(body)).encode()))
-    await send(start)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
