@@ -180,7 +180,7 @@ def create_app(
         app.include_router(module.router)
     app.mount("/web", web.static_files(), name="web")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(FastPollMiddleware, services=services, route=_poll_route())
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
+    app.add_middleware(FastPollMiddleware, services=services, route=_poll_route())
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     return app

@@ -12,6 +12,7 @@ the same way, only slower.
 
 from __future__ import annotations
 
+import gzip
 import re
 from urllib.parse import parse_qsl
 
@@ -56,6 +57,7 @@ class FastPollMiddleware:
         self.services = services
         self.route = route
         self.max_wait = min(60.0, services.settings.max_wait)
+        self.gzip_min_bytes = services.settings.gzip_min_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != PATH:
@@ -91,7 +93,15 @@ class FastPollMiddleware:
             await _respond(send, 304, response_headers, b"")
             return
         response_headers.append((b"content-type", b"application/json"))
-        await _respond(send, 200, response_headers, page_body(self.services, result))
+        body = page_body(self.services, result)
+        if len(body) >= self.gzip_min_bytes:
+            # This layer sits outside the general gzip middleware (which costs every small
+            # answer a detour): it compresses large pages itself, once per ETag.
+            response_headers.append((b"vary", b"Accept-Encoding"))
+            if b"gzip" in headers.get(b"accept-encoding", b""):
+                body = self.services.bodies.get(result.etag + ";gzip", lambda: gzip.compress(body, compresslevel=6))
+                response_headers.append((b"content-encoding", b"gzip"))
+        await _respond(send, 200, response_headers, body)
 
 
 async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
