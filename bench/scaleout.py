@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from tests.scaleout.cluster import API, HOST, Cluster, missing_services
 
 from bench.longpoll import percentile
 from bench.rawhttp import Connection
+from bench.run import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scaleout.json"
 MESSAGES = f"{API}/messages"
@@ -72,22 +73,6 @@ class SendRun:
     sends: int
     latencies: list[float]
     failures: int
-
-
-@dataclass(slots=True)
-class Figure:
-    key: str
-    label: str
-    unit: str
-    value: float
-    baseline: float
-    baseline_label: str
-    ratio_meaning: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ratio(self) -> float:
-        return self.value / self.baseline if self.baseline else float("nan")
 
 
 def parse_options(argv: list[str] | None) -> Options:
