@@ -10,9 +10,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
 
 from pollchat import __version__
 from pollchat.api import health, messages, sessions, users, web
@@ -20,14 +19,14 @@ from pollchat.api.bodies import PageBodies
 from pollchat.api.deps import Services
 from pollchat.api.errors import install_error_handlers
 from pollchat.api.fastpoll import PATH as FAST_POLL_PATH
-from pollchat.api.fastpoll import FastPollMiddleware
+from pollchat.api.fastpoll import PollFront
 from pollchat.assistants import create_responder
 from pollchat.assistants.runner import AssistantRunner
 from pollchat.auth import Authenticator, hash_token, new_token
 from pollchat.chat import ChatService
 from pollchat.clock import Clock, SystemClock
 from pollchat.metrics import Metrics
-from pollchat.middleware import BodyLimitMiddleware, MetricsMiddleware
+from pollchat.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestCounter
 from pollchat.notifier import Notifier
 from pollchat.ratelimit import RateLimiter, create_limit_storage
 from pollchat.server import chain_exit_signals
@@ -48,6 +47,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None, storage: S
     storage = storage or create_storage(settings.database_url)
     metrics = Metrics()
     notifier = Notifier(max_parked_per_user=settings.max_parked_polls_per_user, monotonic=clock.monotonic)
+    metrics.parked.set_function(lambda: notifier.parked)
     chat = ChatService(storage=storage, notifier=notifier, metrics=metrics, settings=settings, clock=clock)
     # Commits of other instances (PostgreSQL LISTEN/NOTIFY) wake this instance's long polls.
     storage.on_change(notifier.wake)
@@ -121,11 +121,22 @@ def _describe_errors_truthfully(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _poll_route() -> BaseRoute:
-    for route in messages.router.routes:
-        if isinstance(route, APIRoute) and route.path == FAST_POLL_PATH and "GET" in (route.methods or ()):
-            return route
-    raise RuntimeError("the poll route is missing")
+class PollchatApp(FastAPI):
+    """FastAPI, with polls offered to a ``PollFront`` before its middleware stack sees them."""
+
+    poll_front: PollFront | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front = self.poll_front
+        if (
+            front is not None
+            and scope["type"] == "http"
+            and scope["path"] == FAST_POLL_PATH
+            and scope["method"] == "GET"
+            and await front.answer(scope, send)
+        ):
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -135,7 +146,7 @@ def create_app(
     storage: Storage | None = None,
     announce_token: TokenAnnouncer | None = None,
     wake_on_signals: bool = False,
-) -> FastAPI:
+) -> PollchatApp:
     """The ASGI app for ``settings``.
 
     Args:
@@ -166,7 +177,7 @@ def create_app(
                 await runner.stop()
             await services.storage.close()
 
-    app = FastAPI(
+    app = PollchatApp(
         title="pollchat",
         version=__version__,
         description="Chat over plain HTTP polling: short polls, long polls, ETags, idempotent sends.",
@@ -181,6 +192,7 @@ def create_app(
     app.mount("/web", web.static_files(), name="web")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
-    app.add_middleware(FastPollMiddleware, services=services, route=_poll_route())
-    app.add_middleware(MetricsMiddleware, metrics=services.metrics)
+    requests = RequestCounter(services.metrics)
+    app.add_middleware(MetricsMiddleware, requests=requests)
+    app.poll_front = PollFront(services=services, requests=requests)
     return app

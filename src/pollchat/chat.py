@@ -290,7 +290,7 @@ class ChatService:
     ) -> PollResult | None:
         etag = _etag(target.id, after, limit, target.head)
         if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
-            self.metrics.polls.labels("not_modified").inc()
+            self.metrics.poll_outcomes["not_modified"].inc()
             return PollResult(target.id, None, since or encode_cursor(target.id, after), etag, True)
         if after >= target.head:  # nothing committed after the cursor: no need to ask storage
             return self._answer(target.id, after, limit, _empty(target.head, after))
@@ -298,32 +298,31 @@ class ChatService:
 
     async def _long_poll(self, user: User, target: _Target, after: int, limit: int, wait: float) -> PollResult:
         deadline = self.clock.monotonic() + wait
-        with self.notifier.listen(target.id, user.id) as waiter:
-            self.metrics.parked.inc()
-            try:
-                # Kept apart from the waiter: the next round's ``clear`` forgets its wake-up time.
-                woken_at: float | None = None
-                while True:
-                    waiter.clear()
-                    # Registered before this check, so a commit after it still wakes us.
-                    head = self.notifier.head(target.id)
-                    if head is not None and head <= after:
-                        page = _empty(head, after)
-                    else:
-                        page = await self._read(user, target, after, limit)
-                    remaining = deadline - self.clock.monotonic()
-                    if page.messages or self.notifier.closed or remaining <= 0:
-                        break
-                    if await waiter.wait(remaining):
-                        woken_at = waiter.woken_at
-                if page.messages and woken_at is not None:
-                    self.metrics.wake_latency.observe(self.clock.monotonic() - woken_at)
-            finally:
-                self.metrics.parked.dec()
+        waiter = self.notifier.register(target.id, user.id)
+        try:
+            # Kept apart from the waiter: the next round's ``clear`` forgets its wake-up time.
+            woken_at: float | None = None
+            while True:
+                waiter.clear()
+                # Registered before this check, so a commit after it still wakes us.
+                head = self.notifier.head(target.id)
+                if head is not None and head <= after:
+                    page = _empty(head, after)
+                else:
+                    page = await self._read(user, target, after, limit)
+                remaining = deadline - self.clock.monotonic()
+                if page.messages or self.notifier.closed or remaining <= 0:
+                    break
+                if await waiter.wait(remaining):
+                    woken_at = waiter.woken_at
+            if page.messages and woken_at is not None:
+                self.metrics.wake_latency.observe(self.clock.monotonic() - woken_at)
+        finally:
+            self.notifier.unregister(waiter)
         return self._answer(target.id, after, limit, page)
 
     def _answer(self, session_id: str, after: int, limit: int, page: Page) -> PollResult:
-        self.metrics.polls.labels("data" if page.messages else "empty").inc()
+        self.metrics.poll_outcomes["data" if page.messages else "empty"].inc()
         return PollResult(
             session_id, page, encode_cursor(session_id, page.upto), _etag(session_id, after, limit, page.head)
         )

@@ -9,6 +9,7 @@ created, so every change after it follows.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from pollchat.errors import BadRequest
 from pollchat.ids import MESSAGE_PREFIX
@@ -16,6 +17,7 @@ from pollchat.ids import MESSAGE_PREFIX
 _PREFIX = "c_"
 
 
+@lru_cache(maxsize=65_536)  # every poll answer names its session's tag, twice (cursor and ETag)
 def _tag(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:8]
 

@@ -22,6 +22,9 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        # The children polls use, kept: ``labels()`` takes a lock and builds a key each call.
+        self.poll_outcomes = {outcome: self.polls.labels(outcome) for outcome in ("data", "empty", "not_modified")}
+        # Read when scraped (``set_function``): parking a poll must not take a metric's lock.
         self.parked = Gauge("pollchat_parked_long_polls", "Long polls waiting now.", registry=self.registry)
         self.wake_latency = Histogram(
             "pollchat_wake_latency_seconds",

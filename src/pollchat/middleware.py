@@ -74,15 +74,30 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-class MetricsMiddleware:
+class RequestCounter:
     """Counts answered requests by method, route template and status."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
-        self.app = app
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         # prometheus_client's labels() takes a lock and builds a key on every call: keep the
         # children, whose set is small (methods x routes x statuses).
         self._counters: dict[tuple[str, str, int], Any] = {}
+
+    def count(self, method: str, template: str, status: int) -> None:
+        """One more request answered."""
+        key = (method, template, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.requests.labels(method, template, str(status))
+        counter.inc()
+
+
+class MetricsMiddleware:
+    """Counts every request the app answers (polls answered up front count themselves)."""
+
+    def __init__(self, app: ASGIApp, *, requests: RequestCounter) -> None:
+        self.app = app
+        self.requests = requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,9 +115,4 @@ class MetricsMiddleware:
             await self.app(scope, receive, capture)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            key = (scope["method"], template, status)
-            counter = self._counters.get(key)
-            if counter is None:
-                counter = self._counters[key] = self.metrics.requests.labels(scope["method"], template, str(status))
-            counter.inc()
+            self.requests.count(scope["method"], getattr(route, "path", None) or "unmatched", status)

@@ -24,39 +24,56 @@ from contextlib import contextmanager
 from pollchat.errors import TooManyRequests
 
 
-class Waiter:
-    """One parked poll's flag."""
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
 
-    __slots__ = ("_event", "_monotonic", "session_id", "user_id", "woken_at")
+
+class Waiter:
+    """One parked poll's flag.
+
+    A bare future and one timer rather than an ``asyncio.Event`` under ``asyncio.timeout``:
+    thousands of these are parked at once, and each is woken and re-armed on every change of
+    its session, so both their memory and their per-wake cost count.
+    """
+
+    __slots__ = ("_future", "_monotonic", "_woken", "session_id", "user_id", "woken_at")
 
     def __init__(self, session_id: str, user_id: str, monotonic: Callable[[], float]) -> None:
         self.session_id = session_id
         self.user_id = user_id
         self.woken_at: float | None = None
         self._monotonic = monotonic
-        self._event = asyncio.Event()
+        self._woken = False
+        self._future: asyncio.Future[bool] | None = None
 
     def wake(self) -> None:
         """Mark that the session may have changed."""
-        if not self._event.is_set():
+        if not self._woken:
+            self._woken = True
             self.woken_at = self._monotonic()
-            self._event.set()
+            future = self._future
+            if future is not None and not future.done():
+                future.set_result(True)
 
     def clear(self) -> None:
         """Forget earlier wake-ups; call before re-reading storage."""
         self.woken_at = None
-        self._event.clear()
+        self._woken = False
 
     async def wait(self, timeout: float) -> bool:
         """Park until woken or ``timeout`` passes; True when woken."""
-        if self._event.is_set():
+        if self._woken:
             return True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._future = future
+        timer = loop.call_later(timeout, _expire, future)
         try:
-            async with asyncio.timeout(timeout):
-                await self._event.wait()
-        except TimeoutError:
-            return False
-        return True
+            return await future
+        finally:
+            timer.cancel()
+            self._future = None
 
 
 class Notifier:
@@ -81,9 +98,11 @@ class Notifier:
         """How many long polls are registered now."""
         return sum(len(w) for w in self._waiters.values())
 
-    @contextmanager
-    def listen(self, session_id: str, user_id: str) -> Iterator[Waiter]:
-        """Register a waiter for a session; raises ``TooManyRequests`` past the user's cap."""
+    def register(self, session_id: str, user_id: str) -> Waiter:
+        """Register a waiter for a session; raises ``TooManyRequests`` past the user's cap.
+
+        Every registered waiter must be given back to ``unregister``.
+        """
         if self._per_user[user_id] >= self._max_parked_per_user:
             raise TooManyRequests(
                 f"at most {self._max_parked_per_user} long polls may wait at once per user",
@@ -95,17 +114,28 @@ class Notifier:
             waiter.wake()
         self._waiters.setdefault(session_id, set()).add(waiter)
         self._per_user[user_id] += 1
+        return waiter
+
+    def unregister(self, waiter: Waiter) -> None:
+        """Forget a waiter ``register`` gave out."""
+        waiters = self._waiters.get(waiter.session_id)
+        if waiters is not None:
+            waiters.discard(waiter)
+            if not waiters:
+                del self._waiters[waiter.session_id]
+        user_id = waiter.user_id
+        self._per_user[user_id] -= 1
+        if self._per_user[user_id] <= 0:
+            del self._per_user[user_id]
+
+    @contextmanager
+    def listen(self, session_id: str, user_id: str) -> Iterator[Waiter]:
+        """``register`` and ``unregister`` around a block."""
+        waiter = self.register(session_id, user_id)
         try:
             yield waiter
         finally:
-            waiters = self._waiters.get(session_id)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiters[session_id]
-            self._per_user[user_id] -= 1
-            if self._per_user[user_id] <= 0:
-                del self._per_user[user_id]
+            self.unregister(waiter)
 
     def head(self, session_id: str) -> int | None:
         """The latest committed change sequence number known for a session, if any."""

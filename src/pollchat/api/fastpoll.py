@@ -13,19 +13,25 @@ the same way, only slower.
 from __future__ import annotations
 
 import gzip
+import json
+import logging
+import math
 import re
 from urllib.parse import parse_qsl
 
-from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from pollchat.api.deps import Services, charge_poll
-from pollchat.api.errors import error_response
 from pollchat.api.messages import page_body
 from pollchat.errors import PollchatError
+from pollchat.middleware import RequestCounter
 from pollchat.models import SESSION_ID_RE
+from pollchat.storage.base import User
+
+logger = logging.getLogger(__name__)
 
 PATH = "/api/v1/admin/chat/messages"
+QUERY_CACHE_SIZE = 4096
 _KNOWN = {"session_id", "since", "limit", "wait"}
 _WAIT_RE = re.compile(r"[0-9]{1,2}(\.[0-9]{1,3})?")
 
@@ -49,59 +55,102 @@ def _plain_query(raw: bytes, max_wait: float) -> dict[str, str] | None:
     return params
 
 
-class FastPollMiddleware:
-    """Answers polls before FastAPI; passes everything else on."""
+class PollFront:
+    """Answers plainly spelled polls before FastAPI and its middleware; declines the rest.
 
-    def __init__(self, app: ASGIApp, *, services: Services, route: BaseRoute) -> None:
-        self.app = app
+    The app calls ``answer`` first for every ``GET`` of the poll path, ahead of its whole
+    middleware stack (error pages, telemetry, body limit, metrics, gzip): each of those layers
+    costs every poll a detour and every parked poll a frame. This front does what they would
+    for a poll: it counts the request, compresses large pages (once per ETag), and turns a
+    failure into the error shape.
+    """
+
+    def __init__(self, *, services: Services, requests: RequestCounter) -> None:
         self.services = services
-        self.route = route
+        self.requests = requests
         self.max_wait = min(60.0, services.settings.max_wait)
         self.gzip_min_bytes = services.settings.gzip_min_bytes
+        # Many pollers send the very same query (one session, one cursor): parse each once.
+        self._queries: dict[bytes, dict[str, str] | None] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != PATH:
-            await self.app(scope, receive, send)
-            return
-        params = _plain_query(scope["query_string"], self.max_wait)
-        headers = dict(scope["headers"])
-        authorization = headers.get(b"authorization", b"").decode("latin-1")
-        if_none_match = headers.get(b"if-none-match", b"").decode("latin-1") or None
-        user = self.services.auth.remembered(authorization) if params is not None else None
-        if params is None or user is None or (if_none_match is not None and len(if_none_match) > 500):
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = self.route  # for the request metrics, as FastAPI would set it
+    def _params(self, raw: bytes) -> dict[str, str] | None:
         try:
-            await charge_poll(self.services, user, scope)
-            result = await self.services.chat.poll(
-                user,
-                params["session_id"],
-                since=params.get("since") or None,
-                limit=int(params.get("limit", "100")),
-                wait=float(params.get("wait", "0")),
-                if_none_match=if_none_match,
-            )
+            return self._queries[raw]
+        except KeyError:
+            pass
+        if len(self._queries) >= QUERY_CACHE_SIZE:
+            self._queries.clear()
+        params = self._queries[raw] = _plain_query(raw, self.max_wait)
+        return params
+
+    async def answer(self, scope: Scope, send: Send) -> bool:
+        """Answer the poll ``scope`` describes; False (having sent nothing) to leave it to the full route."""
+        params = self._params(scope["query_string"])
+        if params is None:
+            return False
+        authorization = if_none_match = accept_encoding = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"if-none-match":
+                if_none_match = value
+            elif name == b"accept-encoding":
+                accept_encoding = value
+        user = self.services.auth.remembered(authorization.decode("latin-1"))
+        if user is None or len(if_none_match) > 500:
+            return False
+        status = 500
+        try:
+            status = await self._poll(scope, send, user, params, if_none_match, b"gzip" in accept_encoding)
         except PollchatError as exc:
-            await error_response(exc.status_code, exc.message, exc.code, exc.retry_after)(scope, receive, send)
-            return
-        response_headers: list[tuple[bytes, bytes]] = [
+            if exc.status_code >= 500 and exc.status_code != 503:
+                logger.error("internal error: %s", exc.message)
+            status = exc.status_code
+            await _error(send, exc)
+        except Exception as exc:  # as the full route's last-resort handler answers
+            logger.error("unhandled error", exc_info=exc)
+            await _error(send, PollchatError("internal error; the request changed nothing it could not finish"))
+        finally:
+            self.requests.count("GET", PATH, status)
+        return True
+
+    async def _poll(
+        self, scope: Scope, send: Send, user: User, params: dict[str, str], if_none_match: bytes, gzip_ok: bool
+    ) -> int:
+        services = self.services
+        await charge_poll(services, user, scope)
+        result = await services.chat.poll(
+            user,
+            params["session_id"],
+            since=params.get("since") or None,
+            limit=int(params.get("limit", "100")),
+            wait=float(params.get("wait", "0")),
+            if_none_match=if_none_match.decode("latin-1") or None,
+        )
+        headers: list[tuple[bytes, bytes]] = [
             (b"etag", result.etag.encode()),
             (b"cache-control", b"private, no-cache"),
         ]
         if result.not_modified or result.page is None:
-            await _respond(send, 304, response_headers, b"")
-            return
-        response_headers.append((b"content-type", b"application/json"))
-        body = page_body(self.services, result)
+            await _respond(send, 304, headers, b"")
+            return 304
+        headers.append((b"content-type", b"application/json"))
+        body = page_body(services, result)
         if len(body) >= self.gzip_min_bytes:
-            # This layer sits outside the general gzip middleware (which costs every small
-            # answer a detour): it compresses large pages itself, once per ETag.
-            response_headers.append((b"vary", b"Accept-Encoding"))
-            if b"gzip" in headers.get(b"accept-encoding", b""):
-                body = self.services.bodies.get(result.etag + ";gzip", lambda: gzip.compress(body, compresslevel=6))
-                response_headers.append((b"content-encoding", b"gzip"))
-        await _respond(send, 200, response_headers, body)
+            headers.append((b"vary", b"Accept-Encoding"))
+            if gzip_ok:
+                body = services.bodies.get(result.etag + ";gzip", lambda: gzip.compress(body, compresslevel=6))
+                headers.append((b"content-encoding", b"gzip"))
+        await _respond(send, 200, headers, body)
+        return 200
+
+
+async def _error(send: Send, exc: PollchatError) -> None:
+    headers = [(b"content-type", b"application/json")]
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
+    body = json.dumps({"success": False, "error": exc.message, "code": exc.code}).encode()
+    await _respond(send, exc.status_code, headers, body)
 
 
 async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
