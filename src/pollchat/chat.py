@@ -252,6 +252,8 @@ class ChatService:
             shared = asyncio.ensure_future(self.storage.changes(session_id, after=after, limit=limit))
             self._reads[key] = shared
             shared.add_done_callback(lambda _done: self._reads.pop(key, None))
+        elif shared.done():
+            return shared.result()
         # Shielded: one poller going away must not cancel the read the others wait for.
         return await asyncio.shield(shared)
 
@@ -313,7 +315,8 @@ class ChatService:
                 remaining = deadline - self.clock.monotonic()
                 if page.messages or self.notifier.closed or remaining <= 0:
                     break
-                if await waiter.wait(remaining):
+                # The future itself is awaited: no coroutine frame per parked poll for this.
+                if await waiter.park(remaining):
                     woken_at = waiter.woken_at
             if page.messages and woken_at is not None:
                 self.metrics.wake_latency.observe(self.clock.monotonic() - woken_at)

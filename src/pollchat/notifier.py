@@ -32,12 +32,13 @@ def _expire(future: asyncio.Future[bool]) -> None:
 class Waiter:
     """One parked poll's flag.
 
-    A bare future and one timer rather than an ``asyncio.Event`` under ``asyncio.timeout``:
-    thousands of these are parked at once, and each is woken and re-armed on every change of
-    its session, so both their memory and their per-wake cost count.
+    A bare future and one timer rather than an ``asyncio.Event`` under ``asyncio.timeout``, and
+    ``park`` hands out the future itself rather than a coroutine: thousands of these are parked
+    at once, and each is woken and re-armed on every change of its session, so both their
+    memory and their per-wake cost count.
     """
 
-    __slots__ = ("_future", "_monotonic", "_woken", "session_id", "user_id", "woken_at")
+    __slots__ = ("_future", "_monotonic", "_timer", "_woken", "session_id", "user_id", "woken_at")
 
     def __init__(self, session_id: str, user_id: str, monotonic: Callable[[], float]) -> None:
         self.session_id = session_id
@@ -46,6 +47,7 @@ class Waiter:
         self._monotonic = monotonic
         self._woken = False
         self._future: asyncio.Future[bool] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def wake(self) -> None:
         """Mark that the session may have changed."""
@@ -57,23 +59,35 @@ class Waiter:
                 future.set_result(True)
 
     def clear(self) -> None:
-        """Forget earlier wake-ups; call before re-reading storage."""
+        """Forget earlier wake-ups (and disarm the last ``park``); call before re-reading storage."""
         self.woken_at = None
         self._woken = False
+        self._future = None
+        self.clear_timer()
+
+    def clear_timer(self) -> None:
+        """Disarm the last ``park``'s timer, keeping any wake-up."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def park(self, timeout: float) -> asyncio.Future[bool]:
+        """A future to await: True once woken, False after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        if self._woken:
+            future.set_result(True)
+            return future
+        self._future = future
+        self._timer = loop.call_later(timeout, _expire, future)
+        return future
 
     async def wait(self, timeout: float) -> bool:
         """Park until woken or ``timeout`` passes; True when woken."""
-        if self._woken:
-            return True
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        self._future = future
-        timer = loop.call_later(timeout, _expire, future)
         try:
-            return await future
+            return await self.park(timeout)
         finally:
-            timer.cancel()
-            self._future = None
+            self.clear_timer()
 
 
 class Notifier:
@@ -118,6 +132,7 @@ class Notifier:
 
     def unregister(self, waiter: Waiter) -> None:
         """Forget a waiter ``register`` gave out."""
+        waiter.clear_timer()
         waiters = self._waiters.get(waiter.session_id)
         if waiters is not None:
             waiters.discard(waiter)
