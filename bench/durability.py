@@ -16,8 +16,8 @@ in every row. Measured on one disk in one run:
 - storage: ``SENDERS`` tasks each awaiting ``SQLiteStorage.append`` of one message (own session,
   own ``client_message_id``) in a loop, on uvloop like the server; and one task alone, which
   has no company to share a commit with;
-- http: ``pollchat serve`` (rate limits off, no assistant) and ``SENDERS`` httpx clients posting
-  one message per request in a loop; and one client alone.
+- http: ``pollchat serve`` (rate limits off, no assistant) and ``SENDERS`` keep-alive clients
+  (``bench.rawhttp``) posting one message per request in a loop; and one client alone.
 
 The disk of a shared machine changes speed by the minute (an fsync takes from 0.3 to 5 ms
 here), so each storage and http round runs right after a naive round of the same length,
@@ -51,6 +51,7 @@ if __package__ in (None, ""):  # run as ``python bench/durability.py``
 
 import httpx
 
+from bench import rawhttp
 from bench.servers import HOST, ServerProcess, pollchat_server
 from pollchat.storage.base import NewMessage, User
 from pollchat.storage.schema import MIGRATIONS
@@ -265,34 +266,40 @@ async def measure_storage(
 
 
 async def http_round(url: str, token: str, clients: int, seconds: float, tag: str) -> tuple[Round, int]:
-    """``clients`` connections sending for ``seconds`` after a short warm-up; also every ack, warm-up's too."""
-    headers = {"Authorization": f"Bearer {token}"}
-    warm = [httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0) for _ in range(clients)]
+    """``clients`` connections sending for ``seconds`` after a short warm-up; also every ack, warm-up's too.
+
+    The clients are ``bench.rawhttp`` keep-alive connections: httpx spends more CPU per request
+    than the server does, and on a small machine it would measure itself.
+    """
+    host, _, port_text = url.removeprefix("http://").partition(":")
+    port = int(port_text)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conns = [await rawhttp.Connection.open(host, port) for _ in range(clients)]
     acknowledged = 0
     latencies: list[float] = []
 
-    async def client(index: int, http: httpx.AsyncClient, stop: float, record: bool) -> None:
+    async def client(index: int, conn: rawhttp.Connection, stop: float, record: bool) -> None:
         nonlocal acknowledged
         number = 0
         while (began := time.perf_counter()) < stop:
             body = {"content": CONTENT, "session_id": f"{tag}-{index}", "client_message_id": f"{tag}-{record}-{number}"}
-            r = await http.post(MESSAGES, json=body)
-            if r.status_code != 201:
-                raise RuntimeError(f"send answered {r.status_code}: {r.text}")
+            r = await conn.request("POST", MESSAGES, headers, json.dumps(body).encode())
+            if r.status != 201:
+                raise RuntimeError(f"send answered {r.status}: {r.body[:200]!r}")
             acknowledged += 1
             number += 1
             if record:
                 latencies.append((time.perf_counter() - began) * 1000)
 
     try:
-        # Warm-up: open the connections, fill the server's caches.
+        # Warm-up: fill the server's caches.
         stop = time.perf_counter() + 0.3
-        await asyncio.gather(*(client(i, h, stop, False) for i, h in enumerate(warm)))
+        await asyncio.gather(*(client(i, c, stop, False) for i, c in enumerate(conns)))
         start = time.perf_counter()
-        await asyncio.gather(*(client(i, h, start + seconds, True) for i, h in enumerate(warm)))
+        await asyncio.gather(*(client(i, c, start + seconds, True) for i, c in enumerate(conns)))
         elapsed = time.perf_counter() - start
     finally:
-        await asyncio.gather(*(h.aclose() for h in warm))
+        await asyncio.gather(*(c.close() for c in conns))
     return Round(len(latencies), elapsed, latencies), acknowledged
 
 
@@ -302,8 +309,8 @@ def measure_http(
     server, token = pollchat_server(workdir, max_parked=20)
     database = Path(server.argv[server.argv.index("--database") + 1].removeprefix("sqlite:///"))
     url = f"http://{HOST}:{server.port}"
-    alone = Figure("http_1", "pollchat serve, 1 httpx client")
-    many = Figure("http", f"pollchat serve, {SENDERS} httpx clients")
+    alone = Figure("http_1", "pollchat serve, 1 HTTP client")
+    many = Figure("http", f"pollchat serve, {SENDERS} HTTP clients")
     acknowledged, naive_rounds = 0, []
     with server:
         for n in range(pairs):
@@ -399,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         if "server_cpu_ms_per_send" in s:
             print(
                 f"{s['label']}: CPU per send {s['server_cpu_ms_per_send']:.2f} ms in the server,"
-                f" {s['client_cpu_ms_per_send']:.2f} ms in the httpx clients ({os.cpu_count()} CPUs)"
+                f" {s['client_cpu_ms_per_send']:.2f} ms in the clients ({os.cpu_count()} CPUs)"
             )
     for name, (acked, rows) in checks.items():
         print(f"{name}: {acked} acknowledged, {rows} in the database")

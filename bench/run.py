@@ -19,7 +19,10 @@ on the same uvicorn, both on free loopback ports, then measures:
 5. a chat (``bench.chatload``): one sender, 50 receivers, 2,000 messages, over pollchat (long
    polls with cursors) and over python-socketio's polling transport (``bench.socketio_app`` on
    the same uvicorn, ``bench.socketio_chat``): deliveries/s and end-to-end latency p50/p99, as
-   pollchat / socketio. Needs the ``bench`` extra (``pip install -e '.[bench]'``).
+   pollchat / socketio. Needs the ``bench`` extra (``pip install -e '.[bench]'``);
+6. durable sends (``bench.durability``): 16 concurrent senders through ``SQLiteStorage.append``
+   and through ``pollchat serve``, each against a naive one-commit-per-message ``sqlite3`` loop
+   on the same file settings run just before it, and the disk's own group-commit ceiling.
 
 Prints a table and writes ``bench/results/latest.json``. The machine is shared and noisy, so
 every figure is reported with its baseline and their ratio; nothing here passes or fails on time.
@@ -28,6 +31,7 @@ every figure is reported with its baseline and their ratio; nothing here passes 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -49,6 +53,7 @@ if __package__ in (None, ""):  # run as ``python bench/run.py``
 
 import httpx
 
+from bench import durability
 from bench.chatload import ChatResult, ChatSpec, run_pollchat
 from bench.fanout import FanoutResult, fanout_bare, fanout_pollchat
 from bench.loadgen import LoadGenerator, LoadResult, LoadSpec, pick_generator
@@ -59,7 +64,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 MESSAGES = "/api/v1/admin/chat/messages"
 EMPTY_SESSION = "bench-empty"
 _POLLS_COUNTER = re.compile(r'^pollchat_polls_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE)
-SECTIONS = ("throughput", "wake", "fanout", "chat")
+SECTIONS = ("throughput", "wake", "fanout", "chat", "durable")
 # Sockets a process needs besides its share of the parked polls (files, the load generator's, slack).
 _SPARE_FILES = 512
 
@@ -524,10 +529,40 @@ def run_chat(workdir: Path, opts: Options, notes: list[str]) -> list[Figure]:
     return chat_figures(spec, results["pollchat"], results["socketio"], errors)
 
 
+def run_durable(workdir: Path, opts: Options) -> list[Figure]:
+    """Figure 6: durable sends/s over the naive loop (``bench.durability``, its report to stderr)."""
+    output = workdir / "durability.json"
+    pairs, http_pairs = ("3", "2") if opts.quick else ("7", "5")
+    argv = ["--pairs", pairs, "--http-pairs", http_pairs, "--dir", str(workdir), "--output", str(output)]
+    with contextlib.redirect_stdout(sys.stderr):
+        status = durability.main(argv)
+    if status != 0:
+        raise RuntimeError("bench.durability found acknowledged sends missing from their database")
+    report = json.loads(output.read_text())
+    meaning = "sends/s over the naive loop's, rounds paired; every send acknowledged after its fsync"
+    figures = []
+    for summary in report["figures"]:
+        if summary["key"] not in ("storage", "http", "ceiling"):
+            continue
+        figures.append(
+            Figure(
+                key=f"durable_{summary['key']}_sends_per_s",
+                label=f"durable sends: {summary['label']}",
+                unit="sends/s",
+                value=summary["sends_per_s"],
+                baseline_label="naive loop, 1 commit per message",
+                baseline=summary["paired_naive_sends_per_s"],
+                ratio_meaning=meaning,
+                details=summary | {"meta": report["meta"]},
+            )
+        )
+    return figures
+
+
 def format_table(figures: list[Figure]) -> str:
     """A plain-text table: figure, value, baseline, ratio."""
 
-    rates = ("req/s", "deliveries/s")
+    rates = ("req/s", "deliveries/s", "sends/s")
 
     def num(x: float, unit: str) -> str:
         return f"{x:,.0f}" if unit in rates else f"{x:,.2f}"
@@ -600,13 +635,16 @@ def main(argv: list[str] | None = None) -> int:
             figures += run_fanout(workdir, opts, notes)
         if "chat" in opts.sections:
             figures += run_chat(workdir, opts, notes)
+        if "durable" in opts.sections:
+            figures += run_durable(workdir, opts)
     elapsed = time.monotonic() - started
     table = format_table(figures)
     print(table)
     print(
         f"\n(generator {gen.name}, {opts.connections} connections, {opts.duration:g} s x {opts.rounds} rounds;"
         " ratio = pollchat / baseline: throughput over the bare app, wake over the short-poll RTT p50,"
-        " fan-out over the bare parking app at the same N, chat over python-socketio;"
+        " fan-out over the bare parking app at the same N, chat over python-socketio,"
+        " durable sends over the naive loop;"
         f" took {elapsed:.0f} s)"
     )
     for note in notes:
