@@ -178,6 +178,34 @@ async def test_a_caller_cancelled_while_its_group_commits_is_announced(sqlite: S
     assert heard == [("*", None)]
 
 
+async def test_a_token_change_whose_caller_was_cancelled_forgets_every_token(sqlite: SQLiteStorage, tick: Tick) -> None:
+    """A revocation committed for a caller that gave up must not leave the old token remembered."""
+    author = await alice(sqlite, tick)
+    heard: list[str | None] = []
+    sqlite.on_token_change(heard.append)
+    release, running = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        running.set()
+        release.wait(5)
+
+    blocker = asyncio.create_task(sqlite.writer.run(hold))
+    revoke = asyncio.create_task(sqlite.revoke_token(author.id))
+    while not running.is_set():
+        await asyncio.sleep(0.01)
+    revoke.cancel()
+    release.set()
+    await blocker
+    with pytest.raises(asyncio.CancelledError):
+        await revoke
+    assert await sqlite.user_by_token_hash("hash-alice") is None
+    for _ in range(100):  # the writer announces orphans soon after the commit, not during it
+        if heard:
+            break
+        await asyncio.sleep(0.01)
+    assert heard == [None]
+
+
 async def test_close_commits_what_is_queued(tmp_path: Path, tick: Tick) -> None:
     path = str(tmp_path / "chat.db")
     storage = SQLiteStorage(path)

@@ -123,6 +123,15 @@ class Storage(Protocol):
         """
         ...
 
+    def on_token_change(self, listener: Callable[[str | None], None]) -> None:
+        """Call ``listener(user_id)`` once a user's token or role changed (rotated, revoked, put).
+
+        Changes made through this storage are announced right after their commit; on a shared
+        database, changes committed by other processes are announced as they arrive. ``None``
+        means "any user": announcements may have been lost, forget every cached token.
+        """
+        ...
+
     # users
     async def create_user(self, *, name: str, role: Role, token_hash: str, now: datetime) -> User:
         """Store a new user; a taken name raises ``Conflict``."""
@@ -134,6 +143,21 @@ class Storage(Protocol):
 
     async def user_by_token_hash(self, token_hash: str) -> User | None:
         """The user holding a token, if any."""
+        ...
+
+    async def rotate_token(self, user_id: str, *, token_hash: str) -> User:
+        """Give the user a new token hash; its old token stops working.
+
+        An unknown user raises ``NotFound``; a hash another user holds raises ``Conflict``.
+        """
+        ...
+
+    async def revoke_token(self, user_id: str) -> User:
+        """Leave the user without a working token until one is rotated in; unknown: ``NotFound``.
+
+        The stored hash becomes ``revoked:<user id>``: unique like every hash, and never equal
+        to a SHA-256 hex digest, so no token can match it.
+        """
         ...
 
     async def list_users(self) -> list[User]:

@@ -5,6 +5,11 @@ row (``SELECT ... FOR UPDATE``), so writes to one session are serialised and tak
 sequence numbers in commit order. Each such transaction also sends ``NOTIFY pollchat, <session>``,
 which PostgreSQL delivers on commit to every instance's listening connection; those wake their
 parked long polls. A notification is only a hint: pollers then read the table.
+
+Token changes go out the same way on their own channel, ``NOTIFY pollchat_tokens, <user id>``,
+so every instance drops that user's remembered tokens as soon as the change commits. After the
+listening connection reconnects, notifications may have been lost: every listener hears ``"*"``
+(sessions) and ``None`` (tokens) and forgets what it cached.
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ from pollchat.clock import isoformat, parse_iso
 from pollchat.errors import Conflict, NotFound, Unavailable
 from pollchat.ids import new_message_id, new_user_id
 from pollchat.storage.base import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
-from pollchat.storage.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, message_of, session_of, user_of
+from pollchat.storage.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, USER_COLUMNS, message_of, session_of, user_of
 from pollchat.storage.schema import MIGRATIONS
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "pollchat"
+TOKEN_CHANNEL = "pollchat_tokens"
 ChangeListener = Callable[[str, "int | None"], None]
+TokenListener = Callable[["str | None"], None]
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -77,6 +84,7 @@ class PostgresStorage:
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._listeners: list[ChangeListener] = []
+        self._token_listeners: list[TokenListener] = []
         self._listen_task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 
@@ -106,6 +114,14 @@ class PostgresStorage:
         """Call ``listener(session_id)`` for every change committed by any instance."""
         self._listeners.append(listener)
 
+    def on_token_change(self, listener: TokenListener) -> None:
+        """Call ``listener(user_id)`` for every token change committed by any instance.
+
+        This instance's own changes are announced right after their commit, other instances'
+        as their notification arrives, and ``None`` after the listener (re)connected.
+        """
+        self._token_listeners.append(listener)
+
     async def _listen(self) -> None:
         # The listening connection reconnects by itself. After a reconnect every listener is
         # told "*": notifications may have been lost meanwhile, so every parked poll re-reads.
@@ -117,8 +133,10 @@ class PostgresStorage:
                 lost = asyncio.Event()
                 conn.add_termination_listener(functools.partial(_set_event, lost))
                 await conn.add_listener(CHANNEL, self._notified)
+                await conn.add_listener(TOKEN_CHANNEL, self._token_notified)
                 self._listening.set()
                 self._fan_out("*")
+                self._tokens_changed([None])
                 delay = 0.2
                 while not lost.is_set():
                     try:
@@ -149,6 +167,20 @@ class PostgresStorage:
     def _fan_out(self, session_id: str, head: int | None = None) -> None:
         for listener in self._listeners:
             listener(session_id, head)
+
+    @staticmethod
+    async def _notify_tokens(conn: asyncpg.Connection, user_ids: Sequence[str]) -> None:
+        # Delivered on commit, to every instance (this one included: a second, harmless forget).
+        for user_id in user_ids:
+            await conn.execute("SELECT pg_notify($1, $2)", TOKEN_CHANNEL, user_id)
+
+    def _token_notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._tokens_changed([payload])
+
+    def _tokens_changed(self, user_ids: Sequence[str | None]) -> None:
+        for user_id in user_ids:
+            for listener in self._token_listeners:
+                listener(user_id)
 
     @property
     def _p(self) -> asyncpg.Pool:
@@ -200,11 +232,14 @@ class PostgresStorage:
     async def put_user(self, *, name: str, role: Role, token_hash: str, now: datetime) -> User:
         async with self._transaction() as conn:
             await conn.execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
-            row = await conn.fetchrow("SELECT id, name, role, created_at FROM users WHERE name = $1", name)
+            row = await conn.fetchrow("SELECT id, name, role, created_at, token_hash FROM users WHERE name = $1", name)
             # A token given to another user by hand wins: the old holder loses it.
-            await conn.execute(
-                "UPDATE users SET token_hash = 'revoked:' || id WHERE token_hash = $1 AND name != $2", token_hash, name
+            taken = await conn.fetch(
+                "UPDATE users SET token_hash = 'revoked:' || id WHERE token_hash = $1 AND name != $2 RETURNING id",
+                token_hash,
+                name,
             )
+            changed: list[str] = [r["id"] for r in taken]
             if row is None:
                 user = User(id=new_user_id(), name=name, role=role, created_at=now)
                 await conn.execute(
@@ -215,9 +250,42 @@ class PostgresStorage:
                     token_hash,
                     isoformat(now),
                 )
-                return user
-            await conn.execute("UPDATE users SET role = $1, token_hash = $2 WHERE id = $3", role, token_hash, row["id"])
-            return User(id=row["id"], name=row["name"], role=role, created_at=parse_iso(row["created_at"]))
+            else:
+                user = User(id=row["id"], name=row["name"], role=role, created_at=parse_iso(row["created_at"]))
+                if (row["role"], row["token_hash"]) != (role, token_hash):
+                    await conn.execute(
+                        "UPDATE users SET role = $1, token_hash = $2 WHERE id = $3", role, token_hash, user.id
+                    )
+                    changed.append(user.id)
+            await self._notify_tokens(conn, changed)
+        self._tokens_changed(changed)
+        return user
+
+    @_unavailable_on_connection_loss
+    async def rotate_token(self, user_id: str, *, token_hash: str) -> User:
+        return await self._set_token(user_id, token_hash)
+
+    @_unavailable_on_connection_loss
+    async def revoke_token(self, user_id: str) -> User:
+        return await self._set_token(user_id, None)
+
+    async def _set_token(self, user_id: str, token_hash: str | None) -> User:
+        """The new hash, or the revoked marker for None."""
+        async with self._transaction() as conn:
+            try:
+                row = await conn.fetchrow(
+                    f"UPDATE users SET token_hash = COALESCE($2::text, 'revoked:' || id) WHERE id = $1"
+                    f" RETURNING {USER_COLUMNS}",
+                    user_id,
+                    token_hash,
+                )
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict("another user holds this token", code="token_in_use") from exc
+            if row is None:
+                raise NotFound("no such user", code="user_not_found")
+            await self._notify_tokens(conn, [user_id])
+        self._tokens_changed([user_id])
+        return user_of(row)
 
     @_unavailable_on_connection_loss
     async def user_by_token_hash(self, token_hash: str) -> User | None:

@@ -24,7 +24,7 @@ from pollchat.clock import isoformat, parse_iso
 from pollchat.errors import Conflict, NotFound
 from pollchat.ids import new_message_id, new_user_id
 from pollchat.storage.base import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
-from pollchat.storage.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, message_of, session_of, user_of
+from pollchat.storage.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, USER_COLUMNS, message_of, session_of, user_of
 from pollchat.storage.schema import MIGRATIONS
 from pollchat.storage.sqlite_writer import GroupWriter
 
@@ -161,6 +161,7 @@ class SQLiteStorage:
     def __init__(self, path: str) -> None:
         self._path = path
         self._listeners: list[Callable[[str, int | None], None]] = []
+        self._token_listeners: list[Callable[[str | None], None]] = []
         self._writer = GroupWriter(path, on_orphan=self._orphaned)
         self._reader: aiosqlite.Connection | None = None
 
@@ -220,9 +221,24 @@ class SQLiteStorage:
         """
         self._listeners.append(listener)
 
+    def on_token_change(self, listener: Callable[[str | None], None]) -> None:
+        """Token changes made through this object, after their commit.
+
+        Another process writing the same file (``pollchat users`` while a server runs) is not
+        heard: a server's remembered tokens then stay valid until their time to live runs out.
+        """
+        self._token_listeners.append(listener)
+
+    def _tokens_changed(self, user_ids: Iterable[str | None]) -> None:
+        for user_id in user_ids:
+            for listener in self._token_listeners:
+                listener(user_id)
+
     def _orphaned(self) -> None:
         for listener in self._listeners:
             listener("*", None)
+        # The orphaned write may have changed a token that nobody will announce.
+        self._tokens_changed([None])
 
     # users
 
@@ -241,24 +257,59 @@ class SQLiteStorage:
         return await self._writer.run(write)
 
     async def put_user(self, *, name: str, role: Role, token_hash: str, now: datetime) -> User:
-        def write(conn: sqlite3.Connection) -> User:
-            row = _one(conn, "SELECT id, name, role, created_at FROM users WHERE name = ?", (name,))
+        def write(conn: sqlite3.Connection) -> tuple[User, list[str]]:
+            row = _one(conn, "SELECT id, name, role, created_at, token_hash FROM users WHERE name = ?", (name,))
+            # A token given to another user by hand wins: the old holder loses it.
+            changed = [
+                r[0]
+                for r in _all(
+                    conn,
+                    "UPDATE users SET token_hash = 'revoked:' || id WHERE token_hash = ? AND name != ? RETURNING id",
+                    (token_hash, name),
+                )
+            ]
             if row is None:
                 user = User(id=new_user_id(), name=name, role=role, created_at=now)
-                # A token given to another user by hand wins: the old holder loses it.
-                conn.execute("UPDATE users SET token_hash = 'revoked:' || id WHERE token_hash = ?", (token_hash,))
                 conn.execute(
                     "INSERT INTO users (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
                     (user.id, name, role, token_hash, isoformat(now)),
                 )
-                return user
-            conn.execute(
-                "UPDATE users SET token_hash = 'revoked:' || id WHERE token_hash = ? AND id != ?", (token_hash, row[0])
-            )
-            conn.execute("UPDATE users SET role = ?, token_hash = ? WHERE id = ?", (role, token_hash, row[0]))
-            return User(id=row[0], name=row[1], role=role, created_at=parse_iso(row[3]))
+                return user, changed
+            if (row[2], row[4]) != (role, token_hash):
+                conn.execute("UPDATE users SET role = ?, token_hash = ? WHERE id = ?", (role, token_hash, row[0]))
+                changed.append(row[0])
+            return User(id=row[0], name=row[1], role=role, created_at=parse_iso(row[3])), changed
 
-        return await self._writer.run(write)
+        user, changed = await self._writer.run(write)
+        self._tokens_changed(changed)
+        return user
+
+    async def rotate_token(self, user_id: str, *, token_hash: str) -> User:
+        return await self._set_token(user_id, token_hash)
+
+    async def revoke_token(self, user_id: str) -> User:
+        return await self._set_token(user_id, None)
+
+    async def _set_token(self, user_id: str, token_hash: str | None) -> User:
+        """The new hash, or the revoked marker for None."""
+
+        def write(conn: sqlite3.Connection) -> User:
+            if token_hash is not None and _one(
+                conn, "SELECT 1 FROM users WHERE token_hash = ? AND id != ?", (token_hash, user_id)
+            ):
+                raise Conflict("another user holds this token", code="token_in_use")
+            row = _one(
+                conn,
+                f"UPDATE users SET token_hash = COALESCE(?, 'revoked:' || id) WHERE id = ? RETURNING {USER_COLUMNS}",
+                (token_hash, user_id),
+            )
+            if row is None:
+                raise NotFound("no such user", code="user_not_found")
+            return user_of(row)
+
+        user = await self._writer.run(write)
+        self._tokens_changed([user.id])
+        return user
 
     async def user_by_token_hash(self, token_hash: str) -> User | None:
         row = await self._read_one("SELECT id, name, role, created_at FROM users WHERE token_hash = ?", (token_hash,))
