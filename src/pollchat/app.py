@@ -18,8 +18,9 @@ from pollchat.api import health, messages, sessions, users, web
 from pollchat.api.bodies import PageBodies
 from pollchat.api.deps import Services
 from pollchat.api.errors import install_error_handlers
-from pollchat.api.fastpoll import PATH as FAST_POLL_PATH
+from pollchat.api.fastpoll import PATH as MESSAGES_PATH
 from pollchat.api.fastpoll import PollFront
+from pollchat.api.fastsend import SendFront
 from pollchat.assistants import create_responder
 from pollchat.assistants.runner import AssistantRunner
 from pollchat.auth import Authenticator, hash_token, new_token
@@ -122,20 +123,19 @@ def _describe_errors_truthfully(app: FastAPI) -> None:
 
 
 class PollchatApp(FastAPI):
-    """FastAPI, with polls offered to a ``PollFront`` before its middleware stack sees them."""
+    """FastAPI, with polls and sends offered to their fronts before its middleware stack sees them."""
 
     poll_front: PollFront | None = None
+    send_front: SendFront | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        front = self.poll_front
-        if (
-            front is not None
-            and scope["type"] == "http"
-            and scope["path"] == FAST_POLL_PATH
-            and scope["method"] == "GET"
-            and await front.answer(scope, send)
-        ):
-            return
+        if scope["type"] == "http" and scope["path"] == MESSAGES_PATH:
+            method = scope["method"]
+            if method == "GET" and self.poll_front is not None and await self.poll_front.answer(scope, send):
+                return
+            if method == "POST" and self.send_front is not None:
+                await self.send_front.handle(scope, receive, send, super().__call__)
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -195,4 +195,5 @@ def create_app(
     requests = RequestCounter(services.metrics)
     app.add_middleware(MetricsMiddleware, requests=requests)
     app.poll_front = PollFront(services=services, requests=requests)
+    app.send_front = SendFront(services=services, requests=requests, path=MESSAGES_PATH)
     return app

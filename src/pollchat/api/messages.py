@@ -27,7 +27,8 @@ from pollchat.storage.base import Appended
 router = APIRouter(prefix="/api/v1/admin/chat/messages", tags=["messages"])
 
 
-def _item(request: SendMessageRequest) -> SendItem:
+def send_item(request: SendMessageRequest) -> SendItem:
+    """What the chat service is asked to send."""
     return SendItem(
         content=request.content,
         session_id=request.session_id,
@@ -61,7 +62,11 @@ def _result(result: Appended) -> SendMessageResponse:
 )
 async def send_message(body: SendMessageRequest, user: SenderDep, services: ServicesDep) -> JSONResponse:
     """Store one message (201), or answer a replay of ``client_message_id`` with the first one (200)."""
-    result = await services.chat.send_one(user, _item(body))
+    return send_response(await services.chat.send_one(user, send_item(body)))
+
+
+def send_response(result: Appended) -> JSONResponse:
+    """The answer to a stored send: 201, or 200 for a replay."""
     return JSONResponse(_result(result).model_dump(mode="json"), status_code=201 if result.created else 200)
 
 
@@ -73,7 +78,7 @@ async def send_message(body: SendMessageRequest, user: SenderDep, services: Serv
 )
 async def send_batch(body: BatchSendRequest, user: SenderDep, services: ServicesDep) -> BatchSendResponse:
     """Store messages in request order; each succeeds or fails on its own."""
-    results = await services.chat.send(user, [_item(m) for m in body.messages])
+    results = await services.chat.send(user, [send_item(m) for m in body.messages])
     return BatchSendResponse(results=[_result(r) for r in results])
 
 
