@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -84,3 +85,57 @@ async def test_authenticator_does_not_remember_unknown_tokens(
         await auth.authenticate("Bearer bob-token")
     users.by_hash[hash_token("bob-token")] = ALICE
     assert await auth.authenticate("Bearer bob-token") == ALICE
+
+
+BOB = User(id="u_bob", name="bob", role="member", created_at=datetime(2026, 1, 1, tzinfo=UTC))
+
+
+async def test_authenticator_forget_user_drops_only_that_users_tokens(
+    setup: tuple[Authenticator, CountingUsers, Ticks],
+) -> None:
+    auth, users, _ = setup
+    users.by_hash[hash_token("alice-second")] = ALICE
+    users.by_hash[hash_token("bob-token")] = BOB
+    for token in ("alice-token", "alice-second", "bob-token"):
+        await auth.authenticate(f"Bearer {token}")
+    del users.by_hash[hash_token("alice-token")]
+    auth.token_changed(ALICE.id)
+    assert auth.remembered("Bearer alice-token") is None
+    assert auth.remembered("Bearer alice-second") is None
+    assert auth.remembered("Bearer bob-token") == BOB
+    with pytest.raises(Unauthorized):
+        await auth.authenticate("Bearer alice-token")
+    assert await auth.authenticate("Bearer alice-second") == ALICE
+
+
+async def test_authenticator_token_changed_for_anyone_forgets_everything(
+    setup: tuple[Authenticator, CountingUsers, Ticks],
+) -> None:
+    auth, users, _ = setup
+    users.by_hash[hash_token("bob-token")] = BOB
+    await auth.authenticate("Bearer alice-token")
+    await auth.authenticate("Bearer bob-token")
+    auth.token_changed(None)
+    assert auth.remembered("Bearer alice-token") is None
+    assert auth.remembered("Bearer bob-token") is None
+
+
+async def test_authenticator_does_not_remember_a_lookup_that_spanned_a_token_change() -> None:
+    """A lookup that read the row before a revocation committed must not cache the revoked token
+    after the revocation's announcement has already been handled."""
+    ticks = Ticks()
+    read, answer = asyncio.Event(), asyncio.Event()
+
+    class SlowUsers:
+        async def user_by_token_hash(self, token_hash: str) -> User | None:
+            read.set()
+            await answer.wait()
+            return ALICE  # the row as it was before the revocation
+
+    auth = Authenticator(SlowUsers(), monotonic=ticks, ttl=5.0)  # type: ignore[arg-type]
+    lookup = asyncio.create_task(auth.authenticate("Bearer alice-token"))
+    await read.wait()
+    auth.token_changed(ALICE.id)  # the revocation commits and is announced meanwhile
+    answer.set()
+    assert await lookup == ALICE  # this request raced the revocation; it may pass
+    assert auth.remembered("Bearer alice-token") is None

@@ -52,6 +52,9 @@ def build_services(settings: Settings, *, clock: Clock | None = None, storage: S
     chat = ChatService(storage=storage, notifier=notifier, metrics=metrics, settings=settings, clock=clock)
     # Commits of other instances (PostgreSQL LISTEN/NOTIFY) wake this instance's long polls.
     storage.on_change(notifier.wake)
+    auth = Authenticator(storage, monotonic=clock.monotonic)
+    # A rotated or revoked token (here, or on another instance) is forgotten at once.
+    storage.on_token_change(auth.token_changed)
     return Services(
         settings=settings,
         clock=clock,
@@ -63,7 +66,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None, storage: S
             poll_rate=settings.poll_rate_limit,
             storage=create_limit_storage(settings.rate_limit_url),
         ),
-        auth=Authenticator(storage, monotonic=clock.monotonic),
+        auth=auth,
         chat=chat,
         bodies=PageBodies(),
     )

@@ -41,8 +41,13 @@ class Authenticator:
 
     Every poll carries a token, and looking it up is most of an idle poll's storage work.
     Only tokens that were found are remembered, so a token minted on another instance works
-    at once; a token revoked elsewhere keeps working here for at most ``ttl`` seconds, and
-    ``forget`` drops every remembered answer at once when this instance changes tokens.
+    at once. Storage announces every token change it commits or hears of (``token_changed``,
+    wired to ``Storage.on_token_change``): a rotated or revoked token stops working at once
+    here, and on PostgreSQL on every other instance too. The ``ttl`` only bounds changes
+    nobody announces, such as ``pollchat users`` writing a SQLite file under a running server.
+
+    A lookup that was in flight while a change was announced may have read the old row, so
+    its answer is used once but not remembered.
     """
 
     def __init__(
@@ -53,6 +58,7 @@ class Authenticator:
         self._ttl = ttl
         self._max_entries = max_entries
         self._known: OrderedDict[str, tuple[User, float]] = OrderedDict()
+        self._generation = 0  # grows with every forget: a lookup spanning one is not remembered
 
     async def authenticate(self, authorization: str | None) -> User:
         """The user holding the header's token; 401 otherwise."""
@@ -61,10 +67,13 @@ class Authenticator:
         known = self._known.get(token_hash)
         if known is not None and known[1] > now:
             return known[0]
+        generation = self._generation
         user = await self._storage.user_by_token_hash(token_hash)
         if user is None:
             self._known.pop(token_hash, None)
             raise Unauthorized("unknown token", code="invalid_token")
+        if generation != self._generation:
+            return user
         self._known[token_hash] = (user, now + self._ttl)
         self._known.move_to_end(token_hash)
         if len(self._known) > self._max_entries:
@@ -84,4 +93,19 @@ class Authenticator:
 
     def forget(self) -> None:
         """Drop every remembered answer (after tokens changed)."""
+        self._generation += 1
         self._known.clear()
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop the remembered answers naming one user (its token or role changed)."""
+        self._generation += 1
+        stale = [token_hash for token_hash, (user, _) in self._known.items() if user.id == user_id]
+        for token_hash in stale:
+            del self._known[token_hash]
+
+    def token_changed(self, user_id: str | None) -> None:
+        """Storage's announcement: one user's token changed, or (None) perhaps anyone's."""
+        if user_id is None:
+            self.forget()
+        else:
+            self.forget_user(user_id)
