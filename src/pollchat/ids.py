@@ -7,6 +7,7 @@ import secrets
 
 MESSAGE_PREFIX = "msg_"
 _MESSAGE_ID = re.compile(r"msg_[0-9a-f]{24}")
+_USER_ID = re.compile(r"u_[0-9a-f]{16}")
 
 
 def new_message_id() -> str:
@@ -27,3 +28,8 @@ def new_session_id() -> str:
 def new_user_id() -> str:
     """A fresh user id."""
     return "u_" + secrets.token_hex(8)
+
+
+def is_well_formed_user_id(text: str) -> bool:
+    """Whether ``text`` could be a user id this server minted (anything else names no user)."""
+    return _USER_ID.fullmatch(text) is not None

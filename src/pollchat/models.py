@@ -256,6 +256,14 @@ class UserCreatedResponse(BaseModel):
     token: str
 
 
+class TokenResponse(BaseModel):
+    """A user and its new token, shown this once (the old token no longer works)."""
+
+    success: bool = True
+    user: UserView
+    token: str
+
+
 class UserResponse(BaseModel):
     """One user."""
 

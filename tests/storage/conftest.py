@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,6 +104,16 @@ _database_url: dict[str, Callable[[Path], AsyncIterator[str]]] = {
     "sqlite": _sqlite_url,
     "postgres": _postgres_url,
 }
+
+
+@asynccontextmanager
+async def empty_database(name: str, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of an empty database of backend ``name``, dropped afterwards (for suites beyond this one)."""
+    urls = _database_url[name](tmp_path)
+    try:
+        yield await anext(urls)
+    finally:
+        await urls.aclose()
 
 
 @pytest.fixture(params=BACKENDS)

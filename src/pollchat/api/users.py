@@ -1,13 +1,30 @@
-"""``/api/v1/admin/users``: who holds tokens."""
+"""``/api/v1/admin/users``: who holds tokens, and rotating or revoking them.
+
+A user's token is rotated (``POST .../{id}/token``) or revoked (``DELETE .../{id}/token``) by
+an admin, for anyone, or by the user itself (its own id, or ``me``). Anyone else asking gets
+403 whether or not the id names a user, so a non-admin learns nothing about other users; an
+admin naming no user gets 404.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from pollchat.api.deps import AdminDep, ServicesDep, UserDep
 from pollchat.api.errors import error_responses
 from pollchat.auth import hash_token, new_token
-from pollchat.models import CreateUserRequest, UserCreatedResponse, UserListResponse, UserResponse, UserView
+from pollchat.errors import Forbidden, NotFound
+from pollchat.ids import is_well_formed_user_id
+from pollchat.models import (
+    CreateUserRequest,
+    TokenResponse,
+    UserCreatedResponse,
+    UserListResponse,
+    UserResponse,
+    UserView,
+)
 from pollchat.storage.base import User
 
 router = APIRouter(prefix="/api/v1/admin/users", tags=["users"])
@@ -37,4 +54,34 @@ async def list_users(_admin: AdminDep, services: ServicesDep) -> UserListRespons
 @router.get("/me", response_model=UserResponse, responses=error_responses())
 async def whoami(user: UserDep) -> UserResponse:
     """The caller."""
+    return UserResponse(user=view(user))
+
+
+TargetId = Annotated[str, Path(description="A user id, or `me` for the caller.")]
+
+
+def _target(user_id: str, caller: User) -> str:
+    """The id whose token the caller may change; 403 for another's unless admin, 404 for nobody."""
+    if user_id in ("me", caller.id):
+        return caller.id
+    if caller.role != "admin":
+        raise Forbidden("only admins may change another user's token", code="not_your_token")
+    if not is_well_formed_user_id(user_id):
+        # Checked before storage: a malformed id (NUL, a megabyte of text) names no user.
+        raise NotFound("no such user", code="user_not_found")
+    return user_id
+
+
+@router.post("/{user_id}/token", response_model=TokenResponse, responses=error_responses(403, 404))
+async def rotate_token(user_id: TargetId, caller: UserDep, services: ServicesDep) -> TokenResponse:
+    """Mint a new token for the user and show it, this once; the old one stops working at once."""
+    token = new_token()
+    user = await services.storage.rotate_token(_target(user_id, caller), token_hash=hash_token(token))
+    return TokenResponse(user=view(user), token=token)
+
+
+@router.delete("/{user_id}/token", response_model=UserResponse, responses=error_responses(403, 404))
+async def revoke_token(user_id: TargetId, caller: UserDep, services: ServicesDep) -> UserResponse:
+    """Revoke the user's token at once; it has none until an admin rotates one in."""
+    user = await services.storage.revoke_token(_target(user_id, caller))
     return UserResponse(user=view(user))
