@@ -7,17 +7,20 @@ import contextlib
 import logging
 import sys
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
 
 from pollchat.auth import hash_token, new_token
 from pollchat.clock import SystemClock
-from pollchat.errors import PollchatError
+from pollchat.errors import NotFound, PollchatError
 from pollchat.settings import Settings
-from pollchat.storage import create_storage
-from pollchat.storage.base import Role
+from pollchat.storage import Storage, create_storage
+from pollchat.storage.base import Role, User
+
+_T = TypeVar("_T")
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -152,25 +155,76 @@ def users() -> None:
     """Manage users directly in the database."""
 
 
-@users.command("create")
-@click.argument("name")
-@click.option("--role", type=click.Choice(["member", "operator", "admin"]), default="member", show_default=True)
-@click.option("--database", "database_url", help="The server's database URL [POLLCHAT_DATABASE_URL].")
-def create_user(name: str, role: Role, database_url: str | None) -> None:
-    """Create a user and print its new token."""
+def _on_storage(database_url: str | None, operation: Callable[[Storage], Awaitable[_T]]) -> _T:
+    """Run ``operation`` on the database of the settings, opened for it alone."""
     settings = load_settings(database_url=database_url)
-    token = new_token()
 
-    async def create() -> None:
+    async def run() -> _T:
         storage = create_storage(settings.database_url)
         await storage.open()
         try:
-            await storage.create_user(name=name, role=role, token_hash=hash_token(token), now=SystemClock().now())
+            return await operation(storage)
         finally:
             await storage.close()
 
     try:
-        asyncio.run(create())
+        return asyncio.run(run())
     except PollchatError as exc:
         raise click.ClickException(exc.message) from exc
+
+
+async def _user_named(storage: Storage, name: str) -> User:
+    for user in await storage.list_users():
+        if user.name == name:
+            return user
+    raise NotFound(f"no user named {name!r}", code="user_not_found")
+
+
+_database_option = click.option("--database", "database_url", help="The server's database URL [POLLCHAT_DATABASE_URL].")
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["member", "operator", "admin"]), default="member", show_default=True)
+@_database_option
+def create_user(name: str, role: Role, database_url: str | None) -> None:
+    """Create a user and print its new token."""
+    token = new_token()
+
+    async def create(storage: Storage) -> None:
+        await storage.create_user(name=name, role=role, token_hash=hash_token(token), now=SystemClock().now())
+
+    _on_storage(database_url, create)
     click.echo(token)
+
+
+# Servers on PostgreSQL hear these changes at once. A server on the same SQLite file does not:
+# it may accept a token it remembered for up to five seconds more.
+
+
+@users.command("rotate")
+@click.argument("name")
+@_database_option
+def rotate_token(name: str, database_url: str | None) -> None:
+    """Give user NAME a new token and print it; the old one stops working."""
+    token = new_token()
+
+    async def rotate(storage: Storage) -> None:
+        user = await _user_named(storage, name)
+        await storage.rotate_token(user.id, token_hash=hash_token(token))
+
+    _on_storage(database_url, rotate)
+    click.echo(token)
+
+
+@users.command("revoke")
+@click.argument("name")
+@_database_option
+def revoke_token(name: str, database_url: str | None) -> None:
+    """Revoke user NAME's token; it has none until rotated."""
+
+    async def revoke(storage: Storage) -> None:
+        await storage.revoke_token((await _user_named(storage, name)).id)
+
+    _on_storage(database_url, revoke)
+    click.echo(f"revoked the token of {name!r}")
