@@ -134,7 +134,7 @@ class PollchatApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == MESSAGES_PATH:
             method = scope["method"]
-            if method == "GET" and self.poll_front is not None and await self.poll_front.answer(scope, send):
+            if method == "GET" and self.poll_front is not None and await self.poll_front.answer(scope, receive, send):
                 return
             if method == "POST" and self.send_front is not None:
                 await self.send_front.handle(scope, receive, send, super().__call__)

@@ -94,3 +94,15 @@ async def test_fast_poll_declines_unusual_spellings(api: Api, query: str) -> Non
     alice, _, _ = await warm(api)
     r = await api.http.get(f"/api/v1/admin/chat/messages?session_id=s1&{query}", headers=api.auth(alice))
     assert r.status_code == 200
+
+
+async def test_fast_poll_turns_a_failure_into_the_error_shape(api: Api) -> None:
+    alice, cursor, _ = await warm(api)
+
+    async def fail(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    api.app.state.services.chat.poll = fail
+    assert_error(await api.poll(alice, "s1", since=cursor), 500, "internal_error")
+    metrics = (await api.http.get("/metrics")).text
+    assert 'method="GET",route="/api/v1/admin/chat/messages",status="500"} 1.0' in metrics

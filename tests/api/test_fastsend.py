@@ -86,3 +86,14 @@ async def test_fast_send_is_rate_limited(make_settings: Callable[..., Settings])
         r = await api.send(alice, "s1", "again")
         assert_error(r, 429)
         assert int(r.headers["retry-after"]) >= 1
+
+
+async def test_fast_send_turns_a_failure_into_the_error_shape(api: Api) -> None:
+    alice = await api.user("alice")
+    assert (await api.send(alice, "s1", "hello")).status_code == 201
+
+    async def fail(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    api.app.state.services.chat.send_one = fail
+    assert_error(await api.send(alice, "s1", "again"), 500, "internal_error")

@@ -3,9 +3,10 @@
 Polling is the hot path: most polls of a quiet chat change nothing (a 304, an empty page, a
 parked long poll), and the notifier and caches answer those without storage. Going through
 FastAPI's routing, dependency solving and validation would still cost many times the answer
-itself, and hold a much larger stack per parked poll. So this layer hands polls in their plain
-canonical form, from a recently seen token, straight to ``ChatService.poll`` (the function the
-full route calls) and writes the answer itself. Anything else (an unusual spelling of a
+itself, and hold a much larger stack per parked poll. So the app offers every poll to this front
+first, ahead of its middleware stack: polls in their plain canonical form, from a recently seen
+token, go straight to ``ChatService.poll`` (the function the full route calls), and the front
+writes the answer itself. Anything else (an unusual spelling of a
 parameter, a token not seen lately) goes on to the full route, which validates it and answers
 the same way, only slower.
 """
@@ -13,15 +14,14 @@ the same way, only slower.
 from __future__ import annotations
 
 import gzip
-import json
 import logging
-import math
 import re
 from urllib.parse import parse_qsl
 
-from starlette.types import Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from pollchat.api.deps import Services, charge_poll
+from pollchat.api.errors import error_response
 from pollchat.api.messages import page_body
 from pollchat.errors import PollchatError
 from pollchat.middleware import RequestCounter
@@ -83,7 +83,7 @@ class PollFront:
         params = self._queries[raw] = _plain_query(raw, self.max_wait)
         return params
 
-    async def answer(self, scope: Scope, send: Send) -> bool:
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Answer the poll ``scope`` describes; False (having sent nothing) to leave it to the full route."""
         params = self._params(scope["query_string"])
         if params is None:
@@ -106,10 +106,11 @@ class PollFront:
             if exc.status_code >= 500 and exc.status_code != 503:
                 logger.error("internal error: %s", exc.message)
             status = exc.status_code
-            await _error(send, exc)
+            await error_response(exc.status_code, exc.message, exc.code, exc.retry_after)(scope, receive, send)
         except Exception as exc:  # as the full route's last-resort handler answers
             logger.error("unhandled error", exc_info=exc)
-            await _error(send, PollchatError("internal error; the request changed nothing it could not finish"))
+            message = "internal error; the request changed nothing it could not finish"
+            await error_response(500, message, "internal_error")(scope, receive, send)
         finally:
             self.requests.count("GET", PATH, status)
         return True
@@ -143,14 +144,6 @@ class PollFront:
                 headers.append((b"content-encoding", b"gzip"))
         await _respond(send, 200, headers, body)
         return 200
-
-
-async def _error(send: Send, exc: PollchatError) -> None:
-    headers = [(b"content-type", b"application/json")]
-    if exc.retry_after is not None:
-        headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
-    body = json.dumps({"success": False, "error": exc.message, "code": exc.code}).encode()
-    await _respond(send, exc.status_code, headers, body)
 
 
 async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
