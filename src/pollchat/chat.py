@@ -252,8 +252,6 @@ class ChatService:
             shared = asyncio.ensure_future(self.storage.changes(session_id, after=after, limit=limit))
             self._reads[key] = shared
             shared.add_done_callback(lambda _done: self._reads.pop(key, None))
-        elif shared.done():
-            return shared.result()
         # Shielded: one poller going away must not cancel the read the others wait for.
         return await asyncio.shield(shared)
 

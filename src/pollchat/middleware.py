@@ -10,6 +10,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pollchat.metrics import Metrics
 
 
+def header_values(scope: Scope, names: tuple[bytes, ...]) -> list[bytes]:
+    """The values of the request headers ``names`` (lower-case), in that order; ``b""`` for a missing one."""
+    values = [b""] * len(names)
+    for name, value in scope["headers"]:
+        if name in names:
+            values[names.index(name)] = value
+    return values
+
+
 async def _refuse(send: Send, status: int, error: str, code: str) -> None:
     body = json.dumps({"success": False, "error": error, "code": code}).encode()
     await send(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,26 +155,30 @@ async def test_a_caller_cancelled_before_its_group_writes_nothing(sqlite: SQLite
     assert await sqlite.get_session("s1") is None
 
 
-async def test_a_caller_cancelled_while_its_group_commits_is_announced(sqlite: SQLiteStorage, tick: Tick) -> None:
-    author = await alice(sqlite, tick)
-    heard: list[tuple[str, int | None]] = []
-    sqlite.on_change(lambda session_id, head: heard.append((session_id, head)))
+async def cancel_while_its_group_commits(sqlite: SQLiteStorage, operation: Coroutine[Any, Any, Any]) -> None:
+    """Queue ``operation`` into a group that holds the writer, cancel its caller there, then let the group commit."""
     release, running = threading.Event(), threading.Event()
 
     def hold(conn: sqlite3.Connection) -> None:
         running.set()
         release.wait(5)
 
-    now = tick()
     blocker = asyncio.create_task(sqlite.writer.run(hold))
-    send = asyncio.create_task(sqlite.append([new("s1", "committed")], author=author, now=now))
+    task = asyncio.create_task(operation)
     while not running.is_set():
         await asyncio.sleep(0.01)
-    send.cancel()
+    task.cancel()
     release.set()
     await blocker
     with pytest.raises(asyncio.CancelledError):
-        await send
+        await task
+
+
+async def test_a_caller_cancelled_while_its_group_commits_is_announced(sqlite: SQLiteStorage, tick: Tick) -> None:
+    author = await alice(sqlite, tick)
+    heard: list[tuple[str, int | None]] = []
+    sqlite.on_change(lambda session_id, head: heard.append((session_id, head)))
+    await cancel_while_its_group_commits(sqlite, sqlite.append([new("s1", "committed")], author=author, now=tick()))
     assert await contents(sqlite, "s1") == ["committed"]
     assert heard == [("*", None)]
 
@@ -183,21 +188,7 @@ async def test_a_token_change_whose_caller_was_cancelled_forgets_every_token(sql
     author = await alice(sqlite, tick)
     heard: list[str | None] = []
     sqlite.on_token_change(heard.append)
-    release, running = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:
-        running.set()
-        release.wait(5)
-
-    blocker = asyncio.create_task(sqlite.writer.run(hold))
-    revoke = asyncio.create_task(sqlite.revoke_token(author.id))
-    while not running.is_set():
-        await asyncio.sleep(0.01)
-    revoke.cancel()
-    release.set()
-    await blocker
-    with pytest.raises(asyncio.CancelledError):
-        await revoke
+    await cancel_while_its_group_commits(sqlite, sqlite.revoke_token(author.id))
     assert await sqlite.user_by_token_hash("hash-alice") is None
     for _ in range(100):  # the writer announces orphans soon after the commit, not during it
         if heard:

@@ -51,6 +51,19 @@ def error_response(status: int, message: str, code: str, retry_after: float | No
     return JSONResponse({"success": False, "error": message, "code": code}, status_code=status, headers=headers)
 
 
+def failure_response(exc: Exception) -> JSONResponse:
+    """The answer to a request that raised ``exc``: a ``PollchatError``'s own status, else 500.
+
+    Server-side failures are logged; refusals of the caller (4xx) and 503 are not.
+    """
+    if isinstance(exc, PollchatError):
+        if exc.status_code >= 500 and exc.status_code != 503:
+            logger.error("internal error: %s", exc.message)
+        return error_response(exc.status_code, exc.message, exc.code, exc.retry_after)
+    logger.error("unhandled error", exc_info=exc)
+    return error_response(500, "internal error; the request changed nothing it could not finish", "internal_error")
+
+
 def _describe(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors()[:3]:
@@ -67,9 +80,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_pollchat_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, PollchatError)
-        if exc.status_code >= 500 and exc.status_code != 503:
-            logger.error("internal error: %s", exc.message)
-        return error_response(exc.status_code, exc.message, exc.code, exc.retry_after)
+        return failure_response(exc)
 
     async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -81,8 +92,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, str(exc.detail), code)
 
     async def on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        logger.error("unhandled error", exc_info=exc)
-        return error_response(500, "internal error; the request changed nothing it could not finish", "internal_error")
+        return failure_response(exc)
 
     app.add_exception_handler(PollchatError, on_pollchat_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -14,25 +14,22 @@ the same way, only slower.
 from __future__ import annotations
 
 import gzip
-import logging
 import re
 from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
 from pollchat.api.deps import Services, charge_poll
-from pollchat.api.errors import error_response
+from pollchat.api.errors import failure_response
 from pollchat.api.messages import page_body
-from pollchat.errors import PollchatError
-from pollchat.middleware import RequestCounter
+from pollchat.middleware import RequestCounter, header_values
 from pollchat.models import SESSION_ID_RE
 from pollchat.storage.base import User
-
-logger = logging.getLogger(__name__)
 
 PATH = "/api/v1/admin/chat/messages"
 QUERY_CACHE_SIZE = 4096
 _KNOWN = {"session_id", "since", "limit", "wait"}
+_HEADERS = (b"authorization", b"if-none-match", b"accept-encoding")
 _WAIT_RE = re.compile(r"[0-9]{1,2}(\.[0-9]{1,3})?")
 
 
@@ -88,29 +85,17 @@ class PollFront:
         params = self._params(scope["query_string"])
         if params is None:
             return False
-        authorization = if_none_match = accept_encoding = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"if-none-match":
-                if_none_match = value
-            elif name == b"accept-encoding":
-                accept_encoding = value
+        authorization, if_none_match, accept_encoding = header_values(scope, _HEADERS)
         user = self.services.auth.remembered(authorization.decode("latin-1"))
         if user is None or len(if_none_match) > 500:
             return False
         status = 500
         try:
             status = await self._poll(scope, send, user, params, if_none_match, b"gzip" in accept_encoding)
-        except PollchatError as exc:
-            if exc.status_code >= 500 and exc.status_code != 503:
-                logger.error("internal error: %s", exc.message)
-            status = exc.status_code
-            await error_response(exc.status_code, exc.message, exc.code, exc.retry_after)(scope, receive, send)
-        except Exception as exc:  # as the full route's last-resort handler answers
-            logger.error("unhandled error", exc_info=exc)
-            message = "internal error; the request changed nothing it could not finish"
-            await error_response(500, message, "internal_error")(scope, receive, send)
+        except Exception as exc:  # answered as the full route's exception handlers would
+            response = failure_response(exc)
+            status = response.status_code
+            await response(scope, receive, send)
         finally:
             self.requests.count("GET", PATH, status)
         return True

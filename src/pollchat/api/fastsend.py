@@ -12,22 +12,19 @@ replayed, so every refusal of bad input is worded in one place only.
 from __future__ import annotations
 
 import json
-import logging
 
 from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pollchat.api.deps import Services, send_limited
-from pollchat.api.errors import error_response
+from pollchat.api.errors import failure_response
 from pollchat.api.messages import send_item, send_response
-from pollchat.errors import PollchatError
-from pollchat.middleware import RequestCounter, replay_body
+from pollchat.middleware import RequestCounter, header_values, replay_body
 from pollchat.models import SendMessageRequest
 
-logger = logging.getLogger(__name__)
-
 _JSON_TYPES = (b"application/json", b"application/json; charset=utf-8")
+_HEADERS = (b"authorization", b"content-type", b"content-length")
 
 
 class SendFront:
@@ -41,14 +38,7 @@ class SendFront:
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, full: ASGIApp) -> None:
         """Answer the ``POST`` that ``scope`` describes, or pass it on to ``full``."""
-        authorization = content_type = length = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                length = value
+        authorization, content_type, length = header_values(scope, _HEADERS)
         user = self.services.auth.remembered(authorization.decode("latin-1")) if authorization else None
         plain = content_type.lower() in _JSON_TYPES and length.isdigit() and int(length) <= self.max_body_bytes
         if user is None or not plain:
@@ -67,15 +57,8 @@ class SendFront:
         try:
             await send_limited(self.services, user)
             response = send_response(await self.services.chat.send_one(user, send_item(request)))
-        except PollchatError as exc:
-            if exc.status_code >= 500 and exc.status_code != 503:
-                logger.error("internal error: %s", exc.message)
-            response = error_response(exc.status_code, exc.message, exc.code, exc.retry_after)
-        except Exception as exc:  # as the full route's last-resort handler answers
-            logger.error("unhandled error", exc_info=exc)
-            response = error_response(
-                500, "internal error; the request changed nothing it could not finish", "internal_error"
-            )
+        except Exception as exc:  # answered as the full route's exception handlers would
+            response = failure_response(exc)
         try:
             await response(scope, receive, send)
         finally:
