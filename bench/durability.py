@@ -53,7 +53,7 @@ import httpx
 
 from bench import rawhttp
 from bench.servers import HOST, ServerProcess, pollchat_server
-from pollchat.storage.base import NewMessage, User
+from pollchat.domain.records import NewMessage, User
 from pollchat.storage.schema import MIGRATIONS
 from pollchat.storage.sqlite import SQLiteStorage
 

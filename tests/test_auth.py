@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from pollchat.auth import Authenticator, hash_token
-from pollchat.errors import Unauthorized
-from pollchat.storage.base import User
+from pollchat.domain.errors import Unauthorized
+from pollchat.domain.records import User
 
 
 class CountingUsers:

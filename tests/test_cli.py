@@ -13,9 +13,9 @@ from click.testing import CliRunner, Result
 from pollchat.app import create_app
 from pollchat.auth import hash_token
 from pollchat.cli import main
+from pollchat.domain.records import User
 from pollchat.settings import Settings
 from pollchat.storage import create_storage
-from pollchat.storage.base import User
 from tests.api.support import assert_error
 from tests.conftest import Api, FakeClock, running
 from tests.integration.conftest import clean_env, pollchat_executable

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pollchat.cursor import _tag, decode_cursor, encode_cursor, is_message_id
-from pollchat.errors import BadRequest
+from pollchat.domain.errors import BadRequest
 from pollchat.ids import new_message_id, new_session_id
 
 

@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pollchat.app import create_app
+from pollchat.domain.records import Message, NewMessage, User
 from pollchat.models import ChatMessage
 from pollchat.settings import Settings
 from pollchat.storage import Storage, create_storage
-from pollchat.storage.base import Message, NewMessage, User
 from tests.conftest import ADMIN_TOKEN, API, FakeClock, running
 
 # Each example writes a fresh database with synchronous=FULL; on tmpfs its fsyncs cost nothing.

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pollchat.errors import TooManyRequests
+from pollchat.domain.errors import TooManyRequests
 from pollchat.notifier import Notifier, Waiter
 from tests.conftest import FakeClock
 

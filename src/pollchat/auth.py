@@ -11,8 +11,9 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 
-from pollchat.errors import Unauthorized
-from pollchat.storage.base import Storage, User
+from pollchat.domain.errors import Unauthorized
+from pollchat.domain.records import User
+from pollchat.storage.base import Storage
 
 
 def new_token() -> str:

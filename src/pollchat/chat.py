@@ -15,12 +15,14 @@ from typing import Any, NamedTuple
 
 from pollchat.clock import Clock
 from pollchat.cursor import decode_cursor, encode_cursor, is_message_id
-from pollchat.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PollchatError
+from pollchat.domain.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PollchatError
+from pollchat.domain.records import Appended, Message, MessageType, NewMessage, Page, Session, User
+from pollchat.domain.rules import delivery_side, is_staff, may_post_type, may_see_session
 from pollchat.ids import is_well_formed_message_id
 from pollchat.metrics import Metrics
 from pollchat.notifier import Notifier
 from pollchat.settings import Settings
-from pollchat.storage.base import Appended, Message, MessageType, NewMessage, Page, Session, Storage, User
+from pollchat.storage.base import Storage
 
 MessageListener = Callable[[Message], None]
 
@@ -106,16 +108,9 @@ class ChatService:
     async def visible_session(self, user: User, session_id: str) -> Session:
         """The session, if the user may see it; 404 otherwise, exactly as for a missing one."""
         session = await self.storage.get_session(session_id)
-        if session is None or (session.owner_id != user.id and not user.sees_all_sessions):
+        if session is None or not may_see_session(user, session.owner_id):
             raise NotFound(f"no session {session_id!r}", code="session_not_found")
         return session
-
-    @staticmethod
-    def other_side(user: User, owner_id: str) -> MessageType | None:
-        """The type of message whose fetch by ``user`` counts as delivery."""
-        if owner_id == user.id:
-            return "assistant"
-        return "user" if user.sees_all_sessions else None
 
     # sending
 
@@ -132,7 +127,7 @@ class ChatService:
                 raise PayloadTooLarge(
                     f"`metadata` is larger than {self.settings.max_metadata_bytes} bytes", code="metadata_too_large"
                 )
-        if item.type == "assistant" and not user.sees_all_sessions:
+        if not may_post_type(user, item.type):
             raise Forbidden("only operators and admins may post as `assistant`", code="type_not_allowed")
 
     async def send(self, user: User, items: Sequence[SendItem]) -> list[Appended]:
@@ -214,7 +209,7 @@ class ChatService:
                 self._owners.popitem(last=False)
             self.notifier.advance(session.id, session.head)
             return _Target(session.id, session.owner_id, session.head)
-        if owner != user.id and not user.sees_all_sessions:
+        if not may_see_session(user, owner):
             raise NotFound(f"no session {session_id!r}", code="session_not_found")
         return _Target(session_id, owner, head)
 
@@ -257,7 +252,7 @@ class ChatService:
 
     async def _read(self, user: User, target: _Target, after: int, limit: int) -> Page:
         page = await self._changes(target.id, after, limit)
-        side = self.other_side(user, target.owner_id)
+        side = delivery_side(user, target.owner_id)
         marked = False
         # Fetching by the other side is delivery. Mark first, then answer with the marked
         # state, so the poller's cursor already covers the change it caused. Marking moves a
@@ -339,7 +334,7 @@ class ChatService:
     async def list_sessions(self, user: User, *, status: str | None, limit: int) -> list[Session]:
         """The caller's sessions (every session for operators), newest activity first."""
         return await self.storage.list_sessions(
-            owner_id=None if user.sees_all_sessions else user.id,
+            owner_id=None if is_staff(user) else user.id,
             status=status,
             inactive_before=self.inactive_before,
             limit=limit,
@@ -363,7 +358,7 @@ class ChatService:
         message = await self._message(up_to)
         if message is None or message.session_id != session.id:
             raise NotFound("`up_to` names no message of this session", code="message_not_found")
-        side = self.other_side(user, session.owner_id)
+        side = delivery_side(user, session.owner_id)
         if side is None:
             raise Forbidden("only the session's two sides can mark it read", code="not_a_participant")
         head = await self.storage.mark_read(

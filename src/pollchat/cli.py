@@ -15,10 +15,10 @@ from pydantic import ValidationError
 
 from pollchat.auth import hash_token, new_token
 from pollchat.clock import SystemClock
-from pollchat.errors import NotFound, PollchatError
+from pollchat.domain.errors import NotFound, PollchatError
+from pollchat.domain.records import Role, User
 from pollchat.settings import Settings
 from pollchat.storage import Storage, create_storage
-from pollchat.storage.base import Role, User
 
 _T = TypeVar("_T")
 

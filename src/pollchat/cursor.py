@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 
-from pollchat.errors import BadRequest
+from pollchat.domain.errors import BadRequest
 from pollchat.ids import MESSAGE_PREFIX
 
 _PREFIX = "c_"

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import math
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from pollchat.clock import isoformat
-from pollchat.storage.base import Message, Session
+from pollchat.domain.records import Message, Session
+from pollchat.domain.rules import (
+    CLIENT_MESSAGE_ID_MAX,
+    CLIENT_NAME_MAX,
+    READ_UP_TO_MAX,
+    SESSION_ID_PATTERN,
+    USER_NAME_PATTERN,
+)
 
-SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-SESSION_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-SessionId = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN, min_length=1, max_length=128)]
-ClientMessageId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-ClientName = Annotated[str, StringConstraints(max_length=200)]
+SessionId = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
+ClientMessageId = Annotated[str, StringConstraints(min_length=1, max_length=CLIENT_MESSAGE_ID_MAX)]
+ClientName = Annotated[str, StringConstraints(max_length=CLIENT_NAME_MAX)]
 
 
 MAX_JSON_DEPTH = 64
@@ -108,13 +112,13 @@ class UpdateSessionRequest(_Request):
 class ReadRequest(_Request):
     """``POST /sessions/{id}/read``: the other side's messages up to this one are read."""
 
-    up_to: str = Field(min_length=1, max_length=64)
+    up_to: str = Field(min_length=1, max_length=READ_UP_TO_MAX)
 
 
 class CreateUserRequest(_Request):
     """``POST /users``."""
 
-    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
+    name: Annotated[str, StringConstraints(pattern=USER_NAME_PATTERN)]
     role: Literal["member", "operator", "admin"] = "member"
 
 

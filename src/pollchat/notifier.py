@@ -21,7 +21,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from pollchat.errors import TooManyRequests
+from pollchat.domain.errors import TooManyRequests
 
 
 def _expire(future: asyncio.Future[bool]) -> None:

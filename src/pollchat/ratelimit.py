@@ -16,7 +16,7 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
-from pollchat.errors import ConfigurationError, TooManyRequests
+from pollchat.domain.errors import ConfigurationError, TooManyRequests
 from pollchat.settings import parse_rate
 
 logger = logging.getLogger(__name__)

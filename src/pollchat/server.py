@@ -23,7 +23,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from pollchat.errors import ConfigurationError
+from pollchat.domain.errors import ConfigurationError
 from pollchat.settings import Settings
 
 _EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -20,9 +20,9 @@ from schemathesis.checks import not_a_server_error
 from pollchat.app import create_app
 from pollchat.auth import hash_token
 from pollchat.clock import SystemClock
+from pollchat.domain.records import NewMessage
 from pollchat.settings import Settings
 from pollchat.storage import create_storage
-from pollchat.storage.base import NewMessage
 from tests.conftest import ADMIN_TOKEN, running
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

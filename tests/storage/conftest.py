@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from pollchat.domain.records import Role, User
 from pollchat.storage import Storage, create_storage
-from pollchat.storage.base import Role, User
 from tests.conftest import missing
 
 BACKENDS = ["sqlite", "postgres"]

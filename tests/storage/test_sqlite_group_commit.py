@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from pollchat.errors import Conflict
-from pollchat.storage.base import NewMessage, User
+from pollchat.domain.errors import Conflict
+from pollchat.domain.records import NewMessage, User
 from pollchat.storage.sqlite import SQLiteStorage
 from pollchat.storage.sqlite_writer import GroupWriter
 from tests.storage.conftest import Tick

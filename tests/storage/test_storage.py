@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from pollchat.errors import ConfigurationError, Conflict, NotFound
+from pollchat.domain.errors import ConfigurationError, Conflict, NotFound
+from pollchat.domain.records import Message, NewMessage, User
+from pollchat.domain.rules import is_staff
 from pollchat.storage import Storage, create_storage
-from pollchat.storage.base import Message, NewMessage, User
 from pollchat.storage.schema import MIGRATIONS
 from tests.storage.conftest import Backend, MakeUser, Tick
 
@@ -130,7 +131,7 @@ async def test_create_user_and_find_it_by_token_hash(storage: Storage, tick: Tic
     now = tick()
     user = await storage.create_user(name="alice", role="operator", token_hash="hash-a", now=now)
     assert (user.name, user.role, user.created_at) == ("alice", "operator", now)
-    assert user.sees_all_sessions
+    assert is_staff(user)
     assert await storage.user_by_token_hash("hash-a") == user
     assert await storage.user_by_token_hash("hash-b") is None
     assert await storage.list_users() == [user]

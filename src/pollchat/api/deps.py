@@ -13,12 +13,14 @@ from pollchat.api.bodies import PageBodies
 from pollchat.auth import Authenticator
 from pollchat.chat import ChatService
 from pollchat.clock import Clock
-from pollchat.errors import Forbidden, TooManyRequests
+from pollchat.domain.errors import Forbidden, TooManyRequests
+from pollchat.domain.records import User
+from pollchat.domain.rules import may_manage_users
 from pollchat.metrics import Metrics
 from pollchat.notifier import Notifier
 from pollchat.ratelimit import RateLimiter
 from pollchat.settings import Settings
-from pollchat.storage.base import Storage, User
+from pollchat.storage.base import Storage
 
 
 @dataclass(slots=True)
@@ -62,7 +64,7 @@ UserDep = Annotated[User, Depends(current_user)]
 
 async def require_admin(user: UserDep) -> User:
     """The caller, who must be an admin; 403 otherwise."""
-    if user.role != "admin":
+    if not may_manage_users(user):
         raise Forbidden("only admins may manage users", code="admin_only")
     return user
 

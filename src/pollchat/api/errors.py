@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from pollchat.errors import PollchatError
+from pollchat.domain.errors import PollchatError
 from pollchat.models import ErrorResponse
 
 logger = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ from starlette.types import Receive, Scope, Send
 from pollchat.api.deps import Services, charge_poll
 from pollchat.api.errors import failure_response
 from pollchat.api.messages import page_body
+from pollchat.domain.records import User
+from pollchat.domain.rules import SESSION_ID_RE
 from pollchat.middleware import RequestCounter, header_values
-from pollchat.models import SESSION_ID_RE
-from pollchat.storage.base import User
 
 PATH = "/api/v1/admin/chat/messages"
 QUERY_CACHE_SIZE = 4096

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from pollchat import __version__
 from pollchat.api.deps import ServicesDep
-from pollchat.errors import Unavailable
+from pollchat.domain.errors import Unavailable
 from pollchat.models import ErrorResponse, HealthResponse
 
 router = APIRouter(tags=["health"])

@@ -10,9 +10,17 @@ from fastapi.responses import JSONResponse
 from pollchat.api.deps import PollerDep, SenderDep, Services, ServicesDep
 from pollchat.api.errors import error_responses
 from pollchat.chat import PollResult, SendItem
-from pollchat.errors import BadRequest
-from pollchat.models import (
+from pollchat.domain.errors import BadRequest
+from pollchat.domain.records import Appended
+from pollchat.domain.rules import (
+    IF_NONE_MATCH_MAX,
+    PAGE_LIMIT_DEFAULT,
+    PAGE_LIMIT_MAX,
     SESSION_ID_PATTERN,
+    SINCE_MAX,
+    WAIT_MAX,
+)
+from pollchat.models import (
     BatchSendRequest,
     BatchSendResponse,
     ChatMessage,
@@ -22,7 +30,6 @@ from pollchat.models import (
     SendMessageRequest,
     SendMessageResponse,
 )
-from pollchat.storage.base import Appended
 
 router = APIRouter(prefix="/api/v1/admin/chat/messages", tags=["messages"])
 
@@ -93,11 +100,11 @@ async def get_messages(
     services: ServicesDep,
     session_id: Annotated[str, Query(pattern=SESSION_ID_PATTERN, description="The session to poll.")],
     since: Annotated[
-        str | None, Query(max_length=200, description="A cursor from an earlier poll, or a message id.")
+        str | None, Query(max_length=SINCE_MAX, description="A cursor from an earlier poll, or a message id.")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500, description="Most messages per answer.")] = 100,
-    wait: Annotated[float, Query(ge=0, le=60, description="Long poll: seconds to hold an empty answer.")] = 0,
-    if_none_match: Annotated[str | None, Header(max_length=500)] = None,
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX, description="Most messages per answer.")] = PAGE_LIMIT_DEFAULT,
+    wait: Annotated[float, Query(ge=0, le=WAIT_MAX, description="Long poll: seconds to hold an empty answer.")] = 0,
+    if_none_match: Annotated[str | None, Header(max_length=IF_NONE_MATCH_MAX)] = None,
 ) -> Response:
     """Every message created or changed after ``since``, oldest change first."""
     if wait > services.settings.max_wait:

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Path, Query
 
 from pollchat.api.deps import ServicesDep, UserDep
 from pollchat.api.errors import error_responses
+from pollchat.domain.rules import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, SESSION_ID_PATTERN
 from pollchat.ids import new_session_id
 from pollchat.models import (
-    SESSION_ID_PATTERN,
     ChatSession,
     CreateSessionRequest,
     ReadRequest,
@@ -43,7 +43,7 @@ async def list_sessions(
     user: UserDep,
     services: ServicesDep,
     status: Annotated[Literal["active", "inactive", "closed"] | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
 ) -> SessionListResponse:
     """The caller's sessions (every session for operators and admins), newest activity first."""
     sessions = await services.chat.list_sessions(user, status=status, limit=limit)

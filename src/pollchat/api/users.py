@@ -15,7 +15,9 @@ from fastapi import APIRouter, Path
 from pollchat.api.deps import AdminDep, ServicesDep, UserDep
 from pollchat.api.errors import error_responses
 from pollchat.auth import hash_token, new_token
-from pollchat.errors import Forbidden, NotFound
+from pollchat.domain.errors import Forbidden, NotFound
+from pollchat.domain.records import User
+from pollchat.domain.rules import may_manage_users
 from pollchat.ids import is_well_formed_user_id
 from pollchat.models import (
     CreateUserRequest,
@@ -25,7 +27,6 @@ from pollchat.models import (
     UserResponse,
     UserView,
 )
-from pollchat.storage.base import User
 
 router = APIRouter(prefix="/api/v1/admin/users", tags=["users"])
 
@@ -64,7 +65,7 @@ def _target(user_id: str, caller: User) -> str:
     """The id whose token the caller may change; 403 for another's unless admin, 404 for nobody."""
     if user_id in ("me", caller.id):
         return caller.id
-    if caller.role != "admin":
+    if not may_manage_users(caller):
         raise Forbidden("only admins may change another user's token", code="not_your_token")
     if not is_well_formed_user_id(user_id):
         # Checked before storage: a malformed id (NUL, a megabyte of text) names no user.

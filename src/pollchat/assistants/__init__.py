@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pollchat.assistants.base import Responder
 from pollchat.assistants.echo import EchoResponder
-from pollchat.errors import ConfigurationError
+from pollchat.domain.errors import ConfigurationError
 
 ASSISTANTS = ("none", "echo")
 

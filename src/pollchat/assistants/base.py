@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pollchat.storage.base import Message
+from pollchat.domain.records import Message
 
 
 class Responder(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pollchat.storage.base import Message
+from pollchat.domain.records import Message
 
 
 class EchoResponder:

@@ -13,8 +13,8 @@ from datetime import timedelta
 
 from pollchat.assistants.base import Responder
 from pollchat.chat import ChatService, SendItem
-from pollchat.errors import PollchatError
-from pollchat.storage.base import Message, User
+from pollchat.domain.errors import PollchatError
+from pollchat.domain.records import Message, User
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pollchat.errors import ConfigurationError
+from pollchat.domain.errors import ConfigurationError
 from pollchat.storage.base import Storage
 
 

@@ -26,9 +26,10 @@ from typing import Any, ParamSpec, TypeVar
 import asyncpg
 
 from pollchat.clock import isoformat, parse_iso
-from pollchat.errors import Conflict, NotFound, Unavailable
+from pollchat.domain.errors import Conflict, NotFound, Unavailable
+from pollchat.domain.records import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
+from pollchat.domain.rules import may_see_session
 from pollchat.ids import new_message_id, new_user_id
-from pollchat.storage.base import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
 from pollchat.storage.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, USER_COLUMNS, message_of, session_of, user_of
 from pollchat.storage.schema import MIGRATIONS
 
@@ -409,7 +410,7 @@ class PostgresStorage:
 
     async def _append_one(self, conn: asyncpg.Connection, item: NewMessage, author: User, stamp: str) -> Appended:
         row = await self._lock_session(conn, item, author, stamp)
-        if row["owner_id"] != author.id and not author.sees_all_sessions:
+        if not may_see_session(author, row["owner_id"]):
             return Appended(None, error=NotFound("no such session", code="session_not_found"))
         # A replay is answered before the closed check: the same key always answers with the
         # first message, also when the session closed after it was stored (a lost acknowledgement).

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pollchat.clock import parse_iso
-from pollchat.storage.base import Message, Session, User
+from pollchat.domain.records import Message, Session, User
 
 USER_COLUMNS = "id, name, role, created_at"
 SESSION_COLUMNS = "id, owner_id, client_name, created_at, last_activity, closed, message_count, last_message_id, head"

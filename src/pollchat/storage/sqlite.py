@@ -21,9 +21,10 @@ from typing import Any
 import aiosqlite
 
 from pollchat.clock import isoformat, parse_iso
-from pollchat.errors import Conflict, NotFound
+from pollchat.domain.errors import Conflict, NotFound
+from pollchat.domain.records import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
+from pollchat.domain.rules import may_see_session
 from pollchat.ids import new_message_id, new_user_id
-from pollchat.storage.base import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
 from pollchat.storage.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, USER_COLUMNS, message_of, session_of, user_of
 from pollchat.storage.schema import MIGRATIONS
 from pollchat.storage.sqlite_writer import GroupWriter
@@ -98,7 +99,7 @@ def _append_one(conn: sqlite3.Connection, item: NewMessage, author: User, stamp:
     row = _one(conn, "SELECT owner_id, closed FROM sessions WHERE id = ?", (item.session_id,))
     if row is None:
         _insert_session(conn, item.session_id, author.id, item.client_name, now)
-    elif row[0] != author.id and not author.sees_all_sessions:
+    elif not may_see_session(author, row[0]):
         return Appended(None, error=NotFound("no such session", code="session_not_found"))
     # A replay is answered before the closed check: the same key always answers with the
     # first message, also when the session closed after it was stored (a lost acknowledgement).
