@@ -123,7 +123,7 @@ class Api:
 @asynccontextmanager
 async def running(app: FastAPI) -> AsyncIterator[Api]:
     """The app with its lifespan started, and a client on it."""
-    async with app.router.lifespan_context(app):
+    async with app.lifespan():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             yield Api(app, http)

@@ -1,12 +1,16 @@
-"""Poll cursors: opaque, bound to one session, never ahead of it."""
+"""Poll cursors and ETags: opaque, bound to one session by a keyed tag, never ahead of it."""
 
 from __future__ import annotations
 
 import pytest
 
-from pollchat.cursor import _tag, decode_cursor, encode_cursor, is_message_id
+from pollchat.cursor import TAG_HEX_DIGITS, Cursors, is_message_id
 from pollchat.domain.errors import BadRequest
 from pollchat.ids import new_message_id, new_session_id
+
+CURSORS = Cursors(b"k" * 32)
+encode_cursor = CURSORS.encode
+decode_cursor = CURSORS.decode
 
 
 @pytest.mark.parametrize("seq", [0, 1, 42, 10**17, 10**18 - 1])
@@ -32,7 +36,7 @@ def test_cursor_ahead_of_the_head_is_refused() -> None:
     assert info.value.code == "cursor_ahead"
 
 
-TAG = _tag("s1")
+TAG = CURSORS.tag("s1")
 
 
 @pytest.mark.parametrize(
@@ -80,3 +84,26 @@ def test_is_message_id() -> None:
     assert not is_message_id(encode_cursor("s1", 1))
     assert not is_message_id("message_1")
     assert not is_message_id("")
+
+
+def test_tags_are_keyed_with_the_server_secret() -> None:
+    """A plain hash of the session id let anyone search offline for two colliding sessions."""
+    other = Cursors(b"o" * 32)
+    assert CURSORS.tag("s1") != other.tag("s1")
+    assert len(CURSORS.tag("s1")) == TAG_HEX_DIGITS == 32
+    with pytest.raises(BadRequest) as info:
+        other.decode("s1", encode_cursor("s1", 1), head=5)
+    assert info.value.code == "cursor_wrong_session"
+
+
+def test_the_sessions_of_a_known_32_bit_collision_have_distinct_tags() -> None:
+    """``iso-23258`` and ``iso-87581`` shared the unkeyed 32-bit tag ``6bc5f3db``."""
+    assert CURSORS.tag("iso-23258") != CURSORS.tag("iso-87581")
+    assert CURSORS.etag("iso-23258", head=1, after=0, limit=100) != CURSORS.etag(
+        "iso-87581", head=1, after=0, limit=100
+    )
+
+
+def test_cursors_refuse_to_work_before_the_secret_is_read() -> None:
+    with pytest.raises(RuntimeError):
+        Cursors().encode("s1", 1)

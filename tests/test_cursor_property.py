@@ -125,12 +125,21 @@ async def run_storage_ops(storage: Storage, ops: list[tuple[Any, ...]]) -> None:
             kind_of = "user" if who == "member" else "assistant"
             item = NewMessage(session_id=session_id, type=kind_of, content=text, client_message_id=key)
             (result,) = await storage.append([item], author=author, now=now())
+            first = next(
+                (
+                    m
+                    for m in model.messages.values()
+                    if key is not None
+                    and (m.client_message_id, m.user_id, m.session_id) == (key, author.id, session_id)
+                ),
+                None,
+            )
+            if first is not None and first.edited_at is None and first.content != text:
+                assert result.error is not None and getattr(result.error, "code", None) == "idempotency_conflict"
+                continue
             assert result.error is None
             assert result.message is not None
-            replay = key is not None and any(
-                m.client_message_id == key and m.user_id == author.id and m.session_id == session_id
-                for m in model.messages.values()
-            )
+            replay = first is not None
             assert result.created is not replay
             if replay:
                 assert result.message == model.messages[result.message.id]
@@ -229,12 +238,17 @@ async def run_api_ops(directory: str, ops: list[tuple[Any, ...]]) -> None:
         every: list[str] = []
         cursors: dict[str, str | None] = {"alice": None, "admin": None}
         folded: dict[str, dict[str, Visible]] = {"alice": {}, "admin": {}}
+        firsts: dict[tuple[str, str], str] = {}  # the first text sent with each key
 
         async def send(who: str, text: str, key: str | None) -> None:
             extra: dict[str, Any] = {"type": "user" if who == "alice" else "assistant"}
             if key is not None:
                 extra["client_message_id"] = key
             r = await api.send(tokens[who], "s1", text, **extra)
+            first = firsts.setdefault((who, key), text) if key is not None else text
+            if first != text and r.status_code == 409:
+                assert r.json()["code"] == "idempotency_conflict"
+                return
             assert r.status_code in (200, 201), r.text
             message_id = r.json()["message_id"]
             if r.status_code == 201:

@@ -2,36 +2,40 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pollchat import __version__
 from pollchat.api import health, messages, sessions, users, web
 from pollchat.api.bodies import PageBodies
 from pollchat.api.deps import Services
-from pollchat.api.errors import install_error_handlers
-from pollchat.api.fastpoll import PATH as MESSAGES_PATH
-from pollchat.api.fastpoll import PollFront
-from pollchat.api.fastsend import SendFront
+from pollchat.api.errors import failure_response, install_error_handlers
+from pollchat.api.http import BODY_METHODS, BodyReader, check_headers, read_as_json, replay_body
+from pollchat.api.messages_endpoint import PATH as MESSAGES_PATH
+from pollchat.api.messages_endpoint import MessagesEndpoint
 from pollchat.assistants import create_responder
 from pollchat.assistants.runner import AssistantRunner
 from pollchat.auth import Authenticator, hash_token, new_token
-from pollchat.chat import ChatService
 from pollchat.clock import Clock, SystemClock
-from pollchat.metrics import Metrics
-from pollchat.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestCounter
+from pollchat.cursor import Cursors
+from pollchat.domain.errors import PayloadTooLarge
+from pollchat.metrics import Metrics, RequestCounter
 from pollchat.notifier import Notifier
 from pollchat.ratelimit import RateLimiter, create_limit_storage
-from pollchat.server import chain_exit_signals
+from pollchat.services.polling import PollService
+from pollchat.services.sending import SendService
+from pollchat.services.sessions import SessionService
 from pollchat.settings import Settings
+from pollchat.signals import chain_exit_signals
 from pollchat.storage import Storage, create_storage
 
 logger = logging.getLogger(__name__)
@@ -40,6 +44,9 @@ ASSISTANT_USER = "assistant"
 ADMIN_USER = "admin"
 
 TokenAnnouncer = Callable[[str], None]
+# A refused body is still read up to this many bytes (or four times the limit), so that the
+# client reads its 413 instead of a connection reset.
+_DRAIN_BYTES = 64 * 1024 * 1024
 
 
 def build_services(settings: Settings, *, clock: Clock | None = None, storage: Storage | None = None) -> Services:
@@ -49,12 +56,13 @@ def build_services(settings: Settings, *, clock: Clock | None = None, storage: S
     metrics = Metrics()
     notifier = Notifier(max_parked_per_user=settings.max_parked_polls_per_user, monotonic=clock.monotonic)
     metrics.parked.set_function(lambda: notifier.parked)
-    chat = ChatService(storage=storage, notifier=notifier, metrics=metrics, settings=settings, clock=clock)
     # Commits of other instances (PostgreSQL LISTEN/NOTIFY) wake this instance's long polls.
     storage.on_change(notifier.wake)
     auth = Authenticator(storage, monotonic=clock.monotonic)
     # A rotated or revoked token (here, or on another instance) is forgotten at once.
     storage.on_token_change(auth.token_changed)
+    cursors = Cursors()  # keyed with the server secret once storage is open
+    sessions = SessionService(storage=storage, notifier=notifier, settings=settings, clock=clock, cursors=cursors)
     return Services(
         settings=settings,
         clock=clock,
@@ -67,7 +75,14 @@ def build_services(settings: Settings, *, clock: Clock | None = None, storage: S
             storage=create_limit_storage(settings.rate_limit_url),
         ),
         auth=auth,
-        chat=chat,
+        cursors=cursors,
+        sessions=sessions,
+        sending=SendService(
+            storage=storage, notifier=notifier, metrics=metrics, settings=settings, clock=clock, sessions=sessions
+        ),
+        polling=PollService(
+            storage=storage, notifier=notifier, metrics=metrics, clock=clock, sessions=sessions, cursors=cursors
+        ),
         bodies=PageBodies(),
     )
 
@@ -102,18 +117,19 @@ async def _start_assistant(services: Services) -> AssistantRunner | None:
         token_hash="disabled:" + secrets.token_hex(16),
         now=services.clock.now(),
     )
-    runner = AssistantRunner(responder=responder, chat=services.chat, assistant=assistant)
-    services.chat.add_listener(runner.submit)
+    runner = AssistantRunner(responder=responder, sending=services.sending, assistant=assistant)
+    services.sending.add_listener(runner.submit)
     await runner.start()
     return runner
 
 
-def _describe_errors_truthfully(app: FastAPI) -> None:
-    """Drop FastAPI's generated 422 responses: validation errors answer 400 in the error shape."""
+def _describe_truthfully(app: FastAPI) -> None:
+    """Describe the hot routes too, and drop FastAPI's 422 responses (validation errors answer 400)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            routes = [*app.routes, *messages.documented.routes]
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=routes)
             for path in schema.get("paths", {}).values():
                 for operation in path.values():
                     operation.get("responses", {}).pop("422", None)
@@ -125,21 +141,66 @@ def _describe_errors_truthfully(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-class PollchatApp(FastAPI):
-    """FastAPI, with polls and sends offered to their fronts before its middleware stack sees them."""
+class PollchatApp:
+    """The ASGI app: the checks every request meets, then the hot endpoint or FastAPI.
 
-    poll_front: PollFront | None = None
-    send_front: SendFront | None = None
+    Every request passes here once: its headers are checked (one ``Authorization``, one
+    ``Content-Type``...), its body read whole within the limit, its answer counted, and a
+    failure turned into the error shape. Then ``/api/v1/admin/chat/messages`` goes to its
+    plain-ASGI endpoint, everything else to FastAPI (the cold routes, the OpenAPI document,
+    ``/docs``, the web page), which describes the hot routes too.
+    """
+
+    def __init__(self, *, framework: FastAPI, services: Services, endpoints: dict[str, ASGIApp]) -> None:
+        self.framework = framework
+        self.services = services
+        self.state = framework.state
+        self._endpoints = endpoints
+        self._framework_stack = GZipMiddleware(framework, minimum_size=services.settings.gzip_min_bytes)
+        self._requests = RequestCounter(services.metrics)
+        max_bytes = services.settings.max_body_bytes
+        self._bodies = BodyReader(max_bytes=max_bytes, drain_bytes=max(4 * max_bytes, _DRAIN_BYTES))
+
+    def lifespan(self) -> AbstractAsyncContextManager[Any]:
+        """Start-up and shutdown, for running the app without a server (tests)."""
+        return self.framework.router.lifespan_context(self.framework)
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document."""
+        return self.framework.openapi()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == MESSAGES_PATH:
-            method = scope["method"]
-            if method == "GET" and self.poll_front is not None and await self.poll_front.answer(scope, receive, send):
-                return
-            if method == "POST" and self.send_front is not None:
-                await self.send_front.handle(scope, receive, send, super().__call__)
-                return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await self.framework(scope, receive, send)
+            return
+        endpoint = self._endpoints.get(scope["path"])
+        status, started = 500, False
+
+        async def counted(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+            await send(message)
+
+        try:
+            check_headers(scope)
+            if scope["method"] in BODY_METHODS:
+                read_as_json(scope)
+                body = await self._bodies.read(scope, receive)
+                if body is None:
+                    return  # the client went away before its request was whole: nothing was done
+                receive = replay_body(body, receive)
+            await (endpoint or self._framework_stack)(scope, receive, counted)
+        except Exception as exc:
+            if started:
+                raise
+            response = failure_response(exc)
+            if isinstance(exc, PayloadTooLarge):
+                response.headers["connection"] = "close"  # the rest of a refused body is not read
+            await response(scope, receive, counted)
+        finally:
+            route = scope["path"] if endpoint is not None else getattr(scope.get("route"), "path", None)
+            self._requests.count(scope["method"], route or "unmatched", status)
 
 
 def create_app(
@@ -149,6 +210,7 @@ def create_app(
     storage: Storage | None = None,
     announce_token: TokenAnnouncer | None = None,
     wake_on_signals: bool = False,
+    freeze_after_startup: bool = False,
 ) -> PollchatApp:
     """The ASGI app for ``settings``.
 
@@ -156,6 +218,8 @@ def create_app(
         announce_token: called with the first admin's token when start-up mints one.
         wake_on_signals: answer parked long polls at once on SIGTERM/SIGINT (for servers;
             tests that run the app in-process leave the signals alone).
+        freeze_after_startup: take what start-up built out of every later garbage collection
+            (for server processes, whose start-up objects live as long as they do).
     """
     services = build_services(settings, clock=clock, storage=storage)
 
@@ -163,6 +227,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         restore_signals = chain_exit_signals(services.notifier.close) if wake_on_signals else None
         await services.storage.open()
+        services.cursors.use_secret(await services.storage.server_secret())
         runner: AssistantRunner | None = None
         try:
             token = await ensure_admin(services)
@@ -171,6 +236,8 @@ def create_app(
                 announce_token(token)
             runner = await _start_assistant(services)
             app.state.assistant = runner
+            if freeze_after_startup:
+                gc.freeze()
             yield
         finally:
             if restore_signals is not None:
@@ -180,23 +247,19 @@ def create_app(
                 await runner.stop()
             await services.storage.close()
 
-    app = PollchatApp(
+    framework = FastAPI(
         title="pollchat",
         version=__version__,
         description="Chat over plain HTTP polling: short polls, long polls, ETags, idempotent sends.",
         lifespan=lifespan,
     )
-    _describe_errors_truthfully(app)
-    app.state.services = services
-    app.state.assistant = None
-    install_error_handlers(app)
+    _describe_truthfully(framework)
+    framework.state.services = services
+    framework.state.assistant = None
+    install_error_handlers(framework)
     for module in (health, messages, sessions, users, web):
-        app.include_router(module.router)
-    app.mount("/web", web.static_files(), name="web")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes)
-    requests = RequestCounter(services.metrics)
-    app.add_middleware(MetricsMiddleware, requests=requests)
-    app.poll_front = PollFront(services=services, requests=requests)
-    app.send_front = SendFront(services=services, requests=requests, path=MESSAGES_PATH)
-    return app
+        framework.include_router(module.router)
+    framework.mount("/web", web.static_files(), name="web")
+    return PollchatApp(
+        framework=framework, services=services, endpoints={MESSAGES_PATH: MessagesEndpoint(services=services)}
+    )

@@ -47,7 +47,6 @@ def main() -> None:
 @click.option("--workers", type=int, help="Worker processes; more than one needs PostgreSQL [POLLCHAT_WORKERS].")
 def serve(**flags: Any) -> None:
     """Run the chat server."""
-    from pollchat.app import create_app
     from pollchat.server import run
 
     settings = load_settings(**flags)
@@ -61,12 +60,11 @@ def serve(**flags: Any) -> None:
         sys.stdout.flush()
 
     try:
-        app = create_app(settings, announce_token=announce, wake_on_signals=True) if settings.workers == 1 else None
         click.echo(f"pollchat: assistant={settings.assistant} database={settings.database_url}")
         click.echo(f"Serving on {base}/  (API under {base}/api/v1, docs at {base}/docs)")
         click.echo(f"Chat page: {base}/#token=<token>  (add &session=NAME to open a session)")
         sys.stdout.flush()
-        run(settings, app=app)
+        run(settings, announce_token=announce)
     except PollchatError as exc:
         raise click.ClickException(exc.message) from exc
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -48,3 +50,21 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class RequestCounter:
+    """Counts answered requests by method, route template and status."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        # prometheus_client's labels() takes a lock and builds a key on every call: keep the
+        # children, whose set is small (methods x routes x statuses).
+        self._counters: dict[tuple[str, str, int], Any] = {}
+
+    def count(self, method: str, template: str, status: int) -> None:
+        """One more request answered."""
+        key = (method, template, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.requests.labels(method, template, str(status))
+        counter.inc()

@@ -13,9 +13,13 @@ from pollchat.domain.records import Message, Session
 from pollchat.domain.rules import (
     CLIENT_MESSAGE_ID_MAX,
     CLIENT_NAME_MAX,
+    PAGE_LIMIT_DEFAULT,
+    PAGE_LIMIT_MAX,
     READ_UP_TO_MAX,
     SESSION_ID_PATTERN,
+    SINCE_MAX,
     USER_NAME_PATTERN,
+    WAIT_MAX,
 )
 
 SessionId = Annotated[str, StringConstraints(pattern=SESSION_ID_PATTERN)]
@@ -53,9 +57,9 @@ def _unstorable(value: object) -> str | None:
 
 
 class _Request(BaseModel):
-    # Strict: a number is not a string. Unknown fields (also server-owned ones such as
-    # ``id`` or ``status``) are ignored, never taken from the request.
-    model_config = ConfigDict(strict=True, extra="ignore")
+    # Strict: a number is not a string. Unknown fields (a typo such as ``sesion_id``, or a
+    # field the server owns such as ``id`` or ``status``) are refused, naming the field.
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     @model_validator(mode="after")
     def _valid_unicode(self) -> Self:
@@ -68,6 +72,20 @@ class _Request(BaseModel):
         if problem is not None:
             raise ValueError(problem)
         return self
+
+
+class PollQuery(BaseModel):
+    """``GET /messages``: the query of a poll (values arrive as text and are read as numbers)."""
+
+    # Parameters the API does not know are ignored, as browsers and proxies add their own.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    session_id: SessionId = Field(description="The session to poll.")
+    since: str | None = Field(None, max_length=SINCE_MAX, description="A cursor from an earlier poll, or a message id.")
+    limit: int = Field(PAGE_LIMIT_DEFAULT, ge=1, le=PAGE_LIMIT_MAX, description="Most messages per answer.")
+    wait: float = Field(
+        0, ge=0, le=WAIT_MAX, description="Long poll: seconds to hold an empty answer (at most the server's maximum)."
+    )
 
 
 class SendMessageRequest(_Request):

@@ -1,62 +1,31 @@
 """Runs the app on uvicorn: one process, or several workers sharing PostgreSQL.
 
-uvicorn waits for open requests before it shuts an app down, and a long poll may be parked
-for a minute. So the app chains its own handler in front of the server's SIGTERM/SIGINT
-handler: the notifier is closed on the signal itself, parked polls answer at once with what
-they have, and the server's own shutdown follows. This works for uvicorn's worker processes
-too, since each worker builds its app (and installs the chain) itself.
+The path is the same in both: the command line reads ``Settings``, ``run`` checks them and
+builds one ``uvicorn.Config``, and every serving process (the only one, or each worker) builds
+its app through ``serving_app``, which tunes the garbage collector and has parked long polls
+answered at once on SIGTERM/SIGINT (``pollchat.signals``). uvicorn waits for open requests
+before it shuts an app down, and a long poll may be parked for a minute.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import json
 import os
-import signal
 import socket
-from collections.abc import Callable, Generator
-from types import FrameType
+from collections.abc import Generator
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
+from pollchat.app import PollchatApp, TokenAnnouncer, create_app
 from pollchat.domain.errors import ConfigurationError
 from pollchat.settings import Settings
 
-_EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # How a parent process hands its settings to uvicorn's worker processes.
 _WORKER_SETTINGS = "POLLCHAT_WORKER_SETTINGS_JSON"
-
-
-def chain_exit_signals(callback: Callable[[], None]) -> Callable[[], None]:
-    """Call ``callback`` on the event loop when SIGINT/SIGTERM arrives, then the previous handler.
-
-    Returns:
-        A function that puts the previous handlers back.
-    """
-    loop = asyncio.get_running_loop()
-    previous = {sig: signal.getsignal(sig) for sig in _EXIT_SIGNALS}
-
-    def handler(sig: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(callback)
-        before = previous[signal.Signals(sig)]
-        if callable(before):
-            before(sig, frame)
-        elif before == signal.SIG_DFL:
-            signal.signal(sig, signal.SIG_DFL)
-            signal.raise_signal(sig)
-
-    for sig in _EXIT_SIGNALS:
-        signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, before in previous.items():
-            signal.signal(sig, before)
-
-    return restore
 
 
 def tune_garbage_collector() -> None:
@@ -65,9 +34,21 @@ def tune_garbage_collector() -> None:
     Each parked long poll keeps a few hundred small objects alive, so with thousands parked
     the default thresholds run collections over a large heap again and again while one commit
     wakes them all. A higher first threshold makes collections rare; freezing what start-up
-    created takes it out of every later collection.
+    created (``_Server.startup``, or the app's own start-up in a worker) takes it out of every
+    later collection.
     """
     gc.set_threshold(50_000, 20, 100)
+
+
+def serving_app(settings: Settings, *, announce_token: TokenAnnouncer | None = None) -> PollchatApp:
+    """The app of a process that serves: the garbage collector tuned, exit signals chained."""
+    tune_garbage_collector()
+    return create_app(settings, announce_token=announce_token, wake_on_signals=True, freeze_after_startup=True)
+
+
+def worker_app() -> PollchatApp:
+    """The app of one worker process, from the settings its parent handed down."""
+    return serving_app(Settings.model_validate(json.loads(os.environ[_WORKER_SETTINGS])))
 
 
 class _Server(uvicorn.Server):
@@ -75,10 +56,6 @@ class _Server(uvicorn.Server):
     of SIGTERM (exit status -15) even when it stopped exactly as asked. A stop on SIGTERM or
     SIGINT that completed its shutdown exits 0 instead.
     """
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        gc.freeze()  # what start-up built lives as long as the process: stop scanning it
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -102,29 +79,28 @@ def _options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def worker_app() -> FastAPI:
-    """The app of one worker process, from the settings its parent handed down."""
-    from pollchat.app import create_app
-
-    settings = Settings.model_validate(json.loads(os.environ[_WORKER_SETTINGS]))
-    tune_garbage_collector()
-    return create_app(settings, wake_on_signals=True)
-
-
-def run(settings: Settings, *, app: FastAPI | None = None) -> None:
-    """Serve until SIGINT or SIGTERM."""
-    if settings.workers == 1:
-        tune_garbage_collector()
-        if app is None:
-            from pollchat.app import create_app
-
-            app = create_app(settings, wake_on_signals=True)
-        _Server(uvicorn.Config(app, **_options(settings))).run()
-        return
-    if settings.database_url.startswith("sqlite"):
+def _check(settings: Settings) -> None:
+    if settings.workers > 1 and settings.database_url.startswith("sqlite"):
         raise ConfigurationError(
             "several workers need a shared database: use --database postgresql://... (SQLite serves one process)",
             code="workers_need_postgres",
         )
+
+
+def run(settings: Settings, *, announce_token: TokenAnnouncer | None = None) -> None:
+    """Serve until SIGINT or SIGTERM; the process then exits 0.
+
+    Args:
+        announce_token: called with the first admin's token when start-up mints one (one
+            process only: workers start on a database whose admin exists or is set).
+    """
+    _check(settings)
+    if settings.workers == 1:
+        _Server(uvicorn.Config(serving_app(settings, announce_token=announce_token), **_options(settings))).run()
+        return
     os.environ[_WORKER_SETTINGS] = settings.model_dump_json()
-    uvicorn.run("pollchat.server:worker_app", factory=True, workers=settings.workers, **_options(settings))
+    config = uvicorn.Config("pollchat.server:worker_app", factory=True, workers=settings.workers, **_options(settings))
+    sock: socket.socket = config.bind_socket()
+    # uvicorn's supervisor: it restarts a worker that dies and stops them all on SIGTERM; its
+    # own exit is a plain return, so the command exits 0 after a requested stop.
+    Multiprocess(config, sockets=[sock]).run()

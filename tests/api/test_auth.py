@@ -265,3 +265,34 @@ async def test_auth_two_members_racing_for_a_new_session_id_one_owns_it(api: Api
         messages, _ = await api.drain(winner, session_id)
         assert len(messages) == 1
         assert_error(await api.poll(loser, session_id), 404)
+
+
+@pytest.mark.parametrize("query", ["limit=100", "limit=0100"])
+async def test_auth_two_authorization_headers_are_refused_on_polls(api: Api, query: str) -> None:
+    """With two ``Authorization`` headers the poll front took the last and Starlette the first:
+    ``limit=100`` was answered as one user, ``limit=0100`` as the other."""
+    alice, bob = await api.user("alice"), await api.user("bob")
+    await api.send(alice, "s1", "alice's")
+    headers = [("Authorization", f"Bearer {bob}"), ("Authorization", f"Bearer {alice}")]
+    r = await api.http.get(f"{API}/messages?session_id=s1&{query}", headers=headers)
+    assert "Authorization" in assert_error(r, 400, "duplicate_header")["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/messages", {"content": "hi", "session_id": "s1"}),
+        ("POST", "/messages/batch", {"messages": [{"content": "hi", "session_id": "s1"}]}),
+        ("GET", "/sessions", None),
+        ("POST", "/sessions", {"id": "s2"}),
+    ],
+)
+async def test_auth_two_authorization_headers_are_refused_everywhere(
+    api: Api, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    alice, bob = await api.user("alice"), await api.user("bob")
+    headers = [("Authorization", f"Bearer {alice}"), ("Authorization", f"Bearer {bob}")]
+    r = await api.http.request(method, f"{API}{path}", json=body, headers=headers)
+    assert_error(r, 400, "duplicate_header")
+    sessions = await api.http.get(f"{API}/sessions", headers=api.auth(ADMIN_TOKEN))
+    assert sessions.json()["sessions"] == []  # nothing was done as either of them

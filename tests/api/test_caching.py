@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 
+from tests.api.support import assert_error
 from tests.conftest import API, Api
 
 
@@ -141,3 +142,30 @@ async def test_poll_small_answer_is_not_gzipped(api: Api) -> None:
     assert r.status_code == 200
     assert len(r.content) < 1024
     assert "content-encoding" not in r.headers
+
+
+async def test_poll_pages_of_sessions_whose_unkeyed_tags_collide_stay_apart(api: Api) -> None:
+    """Page bodies were cached by ETag alone, and the ETag named the session by a 32-bit hash:
+    ``iso-23258`` and ``iso-87581`` share it, so bob polling his own session got alice's page."""
+    alice, bob = await api.user("alice"), await api.user("bob")
+    assert (await api.send(alice, "iso-23258", "alice's secret")).status_code == 201
+    assert (await api.send(bob, "iso-87581", "bob's note")).status_code == 201
+    mine = await api.poll(alice, "iso-23258")
+    theirs = await api.poll(bob, "iso-87581")
+    assert [m["content"] for m in mine.json()["messages"]] == ["alice's secret"]
+    assert [m["content"] for m in theirs.json()["messages"]] == ["bob's note"]
+    assert mine.headers["etag"] != theirs.headers["etag"]
+    # Nor does one session's cursor or ETag mean anything in the other.
+    assert_error(await api.poll(bob, "iso-87581", since=mine.json()["cursor"]), 400, "cursor_wrong_session")
+    r = await api.poll(bob, "iso-87581", headers={"If-None-Match": mine.headers["etag"]})
+    assert r.status_code == 200 and [m["content"] for m in r.json()["messages"]] == ["bob's note"]
+
+
+async def test_poll_body_cache_is_bounded_in_bytes(api: Api) -> None:
+    alice = await api.user("alice")
+    bodies = api.app.state.services.bodies
+    for i in range(40):
+        assert (await api.send(alice, f"big-{i}", "x" * 30_000)).status_code == 201
+        assert (await api.poll(alice, f"big-{i}")).status_code == 200
+    assert 0 < bodies.size <= 32 * 1024 * 1024
+    assert len(bodies) <= 1024

@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from pollchat.settings import Settings
 from tests.api.support import all_messages, all_sessions, assert_error, close_session
-from tests.conftest import API, Api
+from tests.conftest import ADMIN_TOKEN, API, Api
 
 
 async def batch(api: Api, token: str, messages: list[dict[str, Any]]) -> Any:
@@ -123,25 +125,24 @@ async def test_send_creates_the_session_for_the_caller(api: Api) -> None:
     assert session["last_message_id"] == r.json()["message_id"]
 
 
-async def test_send_ignores_server_owned_fields_in_the_request(api: Api) -> None:
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("id", "msg_forged"),
+        ("user_id", "u_forged"),
+        ("status", "read"),
+        ("delivered", True),
+        ("timestamp", "1999-01-01T00:00:00Z"),
+        ("sesion_id", "typo"),
+    ],
+)
+async def test_send_refuses_server_owned_and_unknown_fields_naming_them(api: Api, field: str, value: Any) -> None:
+    """Unknown fields were silently ignored, so a typo such as ``sesion_id`` passed unnoticed."""
     alice = await api.user("alice")
-    r = await api.send(
-        alice,
-        "s1",
-        "hi",
-        id="msg_forged",
-        user_id="u_forged",
-        status="read",
-        delivered=True,
-        read=True,
-        timestamp="1999-01-01T00:00:00Z",
-    )
-    assert r.status_code == 201, r.text
-    message = r.json()["message"]
-    assert message["id"] != "msg_forged"
-    assert message["user_id"] != "u_forged"
-    assert message["status"] == "sent" and message["delivered"] is False and message["read"] is False
-    assert not message["timestamp"].startswith("1999")
+    r = await api.send(alice, "s1", "hi", **{field: value})
+    body = assert_error(r, 400, "invalid_request")
+    assert f"`{field}`" in body["error"]
+    assert (await api.poll(ADMIN_TOKEN, "s1")).status_code == 404  # nothing stored, not even the session
 
 
 async def test_send_unusual_text_round_trips_unchanged(api: Api) -> None:
@@ -319,3 +320,36 @@ async def test_batch_into_several_sessions_creates_each(api: Api) -> None:
     items = [{"content": "a", "session_id": "one"}, {"content": "b", "session_id": "two"}]
     assert all(res["success"] for res in (await batch(api, alice, items)).json()["results"])
     assert sorted(s["id"] for s in await all_sessions(api)) == ["one", "two"]
+
+
+async def test_send_reused_client_message_id_with_other_content_conflicts_in_a_batch_too(api: Api) -> None:
+    alice = await api.user("alice")
+    first = await api.send(alice, "s1", "hello", client_message_id="m1")
+    assert (await api.send(alice, "s1", "hello", client_message_id="m1")).status_code == 200
+    batch = await api.http.post(
+        f"{API}/messages/batch",
+        json={"messages": [{"content": "other", "session_id": "s1", "client_message_id": "m1"}]},
+        headers=api.auth(alice),
+    )
+    assert batch.json()["results"][0]["code"] == "idempotency_conflict"
+    messages, _ = await api.drain(alice, "s1")
+    assert [(m["content"], m["id"]) for m in messages] == [("hello", first.json()["message_id"])]
+
+
+async def test_send_reused_client_message_id_with_another_type_is_a_conflict(api: Api) -> None:
+    operator = await api.user("olga", "operator")
+    assert (await api.send(operator, "s1", "hello", client_message_id="m1")).status_code == 201
+    r = await api.send(operator, "s1", "hello", client_message_id="m1", type="assistant")
+    assert_error(r, 409, "idempotency_conflict")
+
+
+async def test_send_retry_of_an_edited_message_is_still_a_replay(api: Api) -> None:
+    """Once edited, the first content is gone: a retry of the first send answers the message."""
+    alice = await api.user("alice")
+    first = await api.send(alice, "s1", "helo", client_message_id="k1")
+    edit = await api.http.patch(
+        f"{API}/messages/{first.json()['message_id']}", json={"content": "hello"}, headers=api.auth(alice)
+    )
+    assert edit.status_code == 200, edit.text
+    again = await api.send(alice, "s1", "helo", client_message_id="k1")
+    assert again.status_code == 200 and again.json()["message_id"] == first.json()["message_id"]

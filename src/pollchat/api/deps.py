@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pollchat.api.bodies import PageBodies
+from pollchat.api.http import header
 from pollchat.auth import Authenticator
-from pollchat.chat import ChatService
 from pollchat.clock import Clock
+from pollchat.cursor import Cursors
 from pollchat.domain.errors import Forbidden, TooManyRequests
 from pollchat.domain.records import User
 from pollchat.domain.rules import may_manage_users
 from pollchat.metrics import Metrics
 from pollchat.notifier import Notifier
 from pollchat.ratelimit import RateLimiter
+from pollchat.services.polling import PollService
+from pollchat.services.sending import SendService
+from pollchat.services.sessions import SessionService
 from pollchat.settings import Settings
 from pollchat.storage.base import Storage
 
@@ -34,7 +37,10 @@ class Services:
     metrics: Metrics
     limiter: RateLimiter
     auth: Authenticator
-    chat: ChatService
+    cursors: Cursors
+    sessions: SessionService
+    sending: SendService
+    polling: PollService
     bodies: PageBodies
 
 
@@ -45,7 +51,7 @@ async def get_services(request: Request) -> Services:
     return services
 
 
-_bearer = HTTPBearer(auto_error=False, description="A token from `pollchat serve` or `POST /api/v1/admin/users`.")
+bearer = HTTPBearer(auto_error=False, description="A token from `pollchat serve` or `POST /api/v1/admin/users`.")
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
@@ -53,10 +59,10 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 async def current_user(
     request: Request,
     services: ServicesDep,
-    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
     """The caller, from its bearer token; 401 without a valid one."""
-    return await services.auth.authenticate(request.headers.get("authorization"))
+    return await services.auth.authenticate(header(request.scope, b"authorization").decode("latin-1") or None)
 
 
 UserDep = Annotated[User, Depends(current_user)]
@@ -72,9 +78,10 @@ async def require_admin(user: UserDep) -> User:
 AdminDep = Annotated[User, Depends(require_admin)]
 
 
-async def _limit(services: Services, kind: str, user: User) -> None:
+async def limited(services: Services, kind: str, user: User, cost: int = 1) -> None:
+    """Spend ``cost`` of the user's ``kind`` budget; 429 (counted in the metrics) when it is gone."""
     try:
-        await services.limiter.hit(kind, user.id)
+        await services.limiter.hit(kind, user.id, cost)
     except TooManyRequests:
         services.metrics.rate_limited.labels(kind).inc()
         raise
@@ -82,26 +89,8 @@ async def _limit(services: Services, kind: str, user: User) -> None:
 
 async def send_limited(services: ServicesDep, user: UserDep) -> User:
     """The caller, after spending one send from its budget."""
-    await _limit(services, "send", user)
-    return user
-
-
-# Set on a request's scope once its poll was charged, so it is never charged twice.
-POLL_CHARGED = "pollchat.poll_charged"
-
-
-async def charge_poll(services: Services, user: User, scope: MutableMapping[str, Any]) -> None:
-    """Spend one poll from the user's budget (once per request)."""
-    if not scope.get(POLL_CHARGED):
-        scope[POLL_CHARGED] = True
-        await _limit(services, "poll", user)
-
-
-async def poll_limited(request: Request, services: ServicesDep, user: UserDep) -> User:
-    """The caller, after spending one poll from its budget."""
-    await charge_poll(services, user, request.scope)
+    await limited(services, "send", user)
     return user
 
 
 SenderDep = Annotated[User, Depends(send_limited)]
-PollerDep = Annotated[User, Depends(poll_limited)]

@@ -30,12 +30,12 @@ async def create_session(
     user: UserDep, services: ServicesDep, body: CreateSessionRequest | None = None
 ) -> SessionResponse:
     """Start a session owned by the caller."""
-    session = await services.chat.create_session(
+    session = await services.sessions.create(
         user,
         session_id=(body.id if body else None) or new_session_id(),
         client_name=body.client_name if body else None,
     )
-    return SessionResponse(session=ChatSession.of(session, inactive_before=services.chat.inactive_before))
+    return SessionResponse(session=ChatSession.of(session, inactive_before=services.sessions.inactive_before))
 
 
 @router.get("", response_model=SessionListResponse, responses=error_responses())
@@ -46,16 +46,16 @@ async def list_sessions(
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
 ) -> SessionListResponse:
     """The caller's sessions (every session for operators and admins), newest activity first."""
-    sessions = await services.chat.list_sessions(user, status=status, limit=limit)
-    cutoff = services.chat.inactive_before
+    sessions = await services.sessions.list(user, status=status, limit=limit)
+    cutoff = services.sessions.inactive_before
     return SessionListResponse(sessions=[ChatSession.of(s, inactive_before=cutoff) for s in sessions])
 
 
 @router.get("/{session_id}", response_model=SessionResponse, responses=error_responses(404))
 async def get_session(session_id: SessionPath, user: UserDep, services: ServicesDep) -> SessionResponse:
     """One session."""
-    session = await services.chat.visible_session(user, session_id)
-    return SessionResponse(session=ChatSession.of(session, inactive_before=services.chat.inactive_before))
+    session = await services.sessions.visible(user, session_id)
+    return SessionResponse(session=ChatSession.of(session, inactive_before=services.sessions.inactive_before))
 
 
 @router.patch("/{session_id}", response_model=SessionResponse, responses=error_responses(404))
@@ -63,12 +63,12 @@ async def update_session(
     session_id: SessionPath, body: UpdateSessionRequest, user: UserDep, services: ServicesDep
 ) -> SessionResponse:
     """Close (or reopen) a session, or rename its client."""
-    session = await services.chat.update_session(user, session_id, status=body.status, client_name=body.client_name)
-    return SessionResponse(session=ChatSession.of(session, inactive_before=services.chat.inactive_before))
+    session = await services.sessions.update(user, session_id, status=body.status, client_name=body.client_name)
+    return SessionResponse(session=ChatSession.of(session, inactive_before=services.sessions.inactive_before))
 
 
 @router.post("/{session_id}/read", response_model=ReadResponse, responses=error_responses(403, 404))
 async def mark_read(session_id: SessionPath, body: ReadRequest, user: UserDep, services: ServicesDep) -> ReadResponse:
     """The other side's messages up to ``up_to`` are read; their authors see it on their next poll."""
-    cursor = await services.chat.mark_read(user, session_id, body.up_to)
+    cursor = await services.sessions.mark_read(user, session_id, body.up_to)
     return ReadResponse(cursor=cursor)

@@ -12,9 +12,9 @@ import logging
 from datetime import timedelta
 
 from pollchat.assistants.base import Responder
-from pollchat.chat import ChatService, SendItem
 from pollchat.domain.errors import PollchatError
 from pollchat.domain.records import Message, User
+from pollchat.services.sending import SendItem, SendService
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +24,9 @@ CATCH_UP_LIMIT = 1000
 class AssistantRunner:
     """One worker task answering user messages in arrival order."""
 
-    def __init__(self, *, responder: Responder, chat: ChatService, assistant: User) -> None:
+    def __init__(self, *, responder: Responder, sending: SendService, assistant: User) -> None:
         self._responder = responder
-        self._chat = chat
+        self._sending = sending
         self._assistant = assistant
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -38,8 +38,8 @@ class AssistantRunner:
 
     async def start(self) -> None:
         """Queue what an earlier run left unanswered, then start the worker."""
-        since = self._chat.clock.now() - timedelta(seconds=self._chat.settings.inactive_after)
-        for message in await self._chat.storage.pending_user_messages(since=since, limit=CATCH_UP_LIMIT):
+        since = self._sending.clock.now() - timedelta(seconds=self._sending.settings.inactive_after)
+        for message in await self._sending.storage.pending_user_messages(since=since, limit=CATCH_UP_LIMIT):
             self.submit(message)
         self._task = asyncio.create_task(self._work(), name=f"assistant-{self._responder.name}")
 
@@ -74,7 +74,7 @@ class AssistantRunner:
         # the next start answers it again, and the idempotency key keeps that to one reply.
         text = await self._responder.reply(message)
         if text is not None:
-            await self._chat.send_one(
+            await self._sending.send_one(
                 self._assistant,
                 SendItem(
                     content=text,
@@ -83,5 +83,7 @@ class AssistantRunner:
                     client_message_id=f"reply:{message.id}",
                 ),
             )
-        head = await self._chat.storage.mark_delivered(message.session_id, [message.id], now=self._chat.clock.now())
-        self._chat.notifier.notify(message.session_id, head)
+        head = await self._sending.storage.mark_delivered(
+            message.session_id, [message.id], now=self._sending.clock.now()
+        )
+        self._sending.notifier.notify(message.session_id, head)

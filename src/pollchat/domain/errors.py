@@ -6,6 +6,8 @@ The server turns each into ``{"success": false, "error": "...", "code": "..."}``
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PollchatError(Exception):
     """Base of every error pollchat reports to a caller."""
@@ -13,12 +15,22 @@ class PollchatError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.retry_after = retry_after
+        # Machine-readable facts a client can act on (``max_wait`` of ``wait_too_long``, say),
+        # answered beside ``error`` and ``code``.
+        self.details = details or {}
 
 
 class BadRequest(PollchatError):
@@ -47,6 +59,13 @@ class NotFound(PollchatError):
 
     status_code = 404
     code = "not_found"
+
+
+class MethodNotAllowed(PollchatError):
+    """The path exists, but not for this method."""
+
+    status_code = 405
+    code = "method_not_allowed"
 
 
 class Conflict(PollchatError):

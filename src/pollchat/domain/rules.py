@@ -73,5 +73,9 @@ def is_replay(item: NewMessage, stored: Message) -> bool:
 
     A retry carries the same content and type; the same key with others is a client bug
     (``idempotency_conflict``), never a silent answer with a message the client did not send.
+    Once the message was edited its first content is gone, so a retry of the first send
+    (its acknowledgement lost, say) is recognised by the type alone.
     """
-    return (item.content, item.type) == (stored.content, stored.type)
+    if item.type != stored.type:
+        return False
+    return stored.edited_at is not None or item.content == stored.content
