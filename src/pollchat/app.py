@@ -12,14 +12,22 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from pollchat import __version__
 from pollchat.api import health, messages, sessions, users, web
 from pollchat.api.bodies import PageBodies
 from pollchat.api.deps import Services
 from pollchat.api.errors import failure_response, install_error_handlers
-from pollchat.api.http import BODY_METHODS, BodyReader, check_headers, read_as_json, replay_body
+from pollchat.api.http import (
+    BODY_METHODS,
+    BodyReader,
+    ClientDisconnected,
+    Endpoint,
+    check_headers,
+    read_as_json,
+    replay_body,
+)
 from pollchat.api.messages_endpoint import PATH as MESSAGES_PATH
 from pollchat.api.messages_endpoint import MessagesEndpoint
 from pollchat.assistants import create_responder
@@ -151,7 +159,7 @@ class PollchatApp:
     ``/docs``, the web page), which describes the hot routes too.
     """
 
-    def __init__(self, *, framework: FastAPI, services: Services, endpoints: dict[str, ASGIApp]) -> None:
+    def __init__(self, *, framework: FastAPI, services: Services, endpoints: dict[str, Endpoint]) -> None:
         self.framework = framework
         self.services = services
         self.state = framework.state
@@ -174,6 +182,41 @@ class PollchatApp:
             await self.framework(scope, receive, send)
             return
         endpoint = self._endpoints.get(scope["path"])
+        if endpoint is None:
+            await self._framework_request(scope, receive, send)
+            return
+        # The hot path, inline: a parked poll holds this frame, the endpoint's and the poll's.
+        status = 500
+        try:
+            receive = await self._admit(scope, receive)
+            status = await endpoint(scope, receive, send)
+        except Exception as exc:
+            status = await self._refuse(exc, scope, receive, send)
+        finally:
+            self._requests.count(scope["method"], scope["path"], status)
+
+    async def _admit(self, scope: Scope, receive: Receive) -> Receive:
+        """Check the request's headers and read its body (bounded): what every route needs first."""
+        check_headers(scope)
+        if scope["method"] not in BODY_METHODS:
+            return receive
+        read_as_json(scope)
+        body = await self._bodies.read(scope, receive)
+        if body is None:
+            raise ClientDisconnected
+        return replay_body(body, receive)
+
+    async def _refuse(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer a request that raised ``exc`` in the error shape; returns the status."""
+        if isinstance(exc, ClientDisconnected):
+            return 499  # nobody to answer: the client went away before its request was whole
+        response = failure_response(exc)
+        if isinstance(exc, PayloadTooLarge):
+            response.headers["connection"] = "close"  # the rest of a refused body is not read
+        await response(scope, receive, send)
+        return response.status_code
+
+    async def _framework_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, started = 500, False
 
         async def counted(message: Message) -> None:
@@ -183,24 +226,14 @@ class PollchatApp:
             await send(message)
 
         try:
-            check_headers(scope)
-            if scope["method"] in BODY_METHODS:
-                read_as_json(scope)
-                body = await self._bodies.read(scope, receive)
-                if body is None:
-                    return  # the client went away before its request was whole: nothing was done
-                receive = replay_body(body, receive)
-            await (endpoint or self._framework_stack)(scope, receive, counted)
+            receive = await self._admit(scope, receive)
+            await self._framework_stack(scope, receive, counted)
         except Exception as exc:
             if started:
                 raise
-            response = failure_response(exc)
-            if isinstance(exc, PayloadTooLarge):
-                response.headers["connection"] = "close"  # the rest of a refused body is not read
-            await response(scope, receive, counted)
+            status = await self._refuse(exc, scope, receive, counted)
         finally:
-            route = scope["path"] if endpoint is not None else getattr(scope.get("route"), "path", None)
-            self._requests.count(scope["method"], route or "unmatched", status)
+            self._requests.count(scope["method"], getattr(scope.get("route"), "path", None) or "unmatched", status)
 
 
 def create_app(

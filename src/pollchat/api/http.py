@@ -8,6 +8,8 @@ every endpoint.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from starlette.types import Message, Receive, Scope, Send
 
 from pollchat.domain.errors import BadRequest, PayloadTooLarge
@@ -21,6 +23,20 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # they are not.
 _JSON_TYPE = b"application/json"
 _READ_AS_JSON = (b"", b"application/x-www-form-urlencoded", b"text/plain")
+
+
+class Endpoint(Protocol):
+    """A plain-ASGI endpoint of the hot path: it answers, and returns the status it answered.
+
+    Raising instead is answering in the error shape (the app maps the exception), as long as
+    the endpoint sent nothing yet; the endpoints send their whole answer last.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int: ...
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request was whole: there is nothing to answer."""
 
 
 def header(scope: Scope, name: bytes) -> bytes:
@@ -37,6 +53,9 @@ def header(scope: Scope, name: bytes) -> bytes:
 
 def check_headers(scope: Scope) -> None:
     """Refuse a request that carries one of ``SINGLE_HEADERS`` more than once."""
+    headers = scope["headers"]
+    if len(dict(headers)) == len(headers):
+        return  # no name twice at all: the common case, checked in C
     seen: set[bytes] = set()
     for key, _ in scope["headers"]:
         if key in SINGLE_HEADERS:

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from pollchat.api.bodies import PageKey
 from pollchat.api.deps import Services, limited
-from pollchat.api.http import header, respond
+from pollchat.api.http import respond
 from pollchat.domain.errors import BadRequest, MethodNotAllowed
 from pollchat.domain.records import Appended, User
 from pollchat.domain.rules import IF_NONE_MATCH_MAX
@@ -72,16 +72,17 @@ class MessagesEndpoint:
         self.services = services
         self._queries: OrderedDict[bytes, PollQuery] = OrderedDict()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> int:
         method = scope["method"]
         if method not in ("GET", "POST"):
-            raise MethodNotAllowed(f"{method} is not allowed here; use GET or POST", details={"allow": "GET, POST"})
-        authorization = header(scope, b"authorization").decode("latin-1")
+            raise MethodNotAllowed(f"{method} is not allowed here; use GET or POST")
+        # One read of the headers; the app refused a request naming Authorization twice.
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
         user = await self.services.auth.authenticate(authorization or None)
         if method == "GET":
-            await self._poll(scope, send, user)
-        else:
-            await self._send(receive, send, user)
+            return await self._poll(scope, send, user, headers)
+        return await self._send(receive, send, user)
 
     def _query(self, raw: bytes) -> PollQuery:
         query = self._queries.get(raw)
@@ -101,7 +102,7 @@ class MessagesEndpoint:
                 self._queries.popitem(last=False)
         return query
 
-    async def _poll(self, scope: Scope, send: Send, user: User) -> None:
+    async def _poll(self, scope: Scope, send: Send, user: User, headers: dict[bytes, bytes]) -> int:
         services = self.services
         await limited(services, "poll", user)
         query = self._query(scope["query_string"])
@@ -110,7 +111,7 @@ class MessagesEndpoint:
             raise BadRequest(
                 f"`wait` is at most {max_wait:g} seconds", code="wait_too_long", details={"max_wait": max_wait}
             )
-        if_none_match = header(scope, b"if-none-match")
+        if_none_match = headers.get(b"if-none-match", b"")
         if len(if_none_match) > IF_NONE_MATCH_MAX:
             raise BadRequest(f"If-None-Match is longer than {IF_NONE_MATCH_MAX} bytes", code="bad_if_none_match")
         result = await services.polling.poll(
@@ -121,18 +122,19 @@ class MessagesEndpoint:
             wait=query.wait,
             if_none_match=if_none_match.decode("latin-1") or None,
         )
-        headers = [(b"etag", result.etag.encode()), (b"cache-control", b"private, no-cache")]
+        answer = [(b"etag", result.etag.encode()), (b"cache-control", b"private, no-cache")]
         if result.page is None:
-            await respond(send, 304, headers)
-            return
-        headers.append(_JSON)
+            await respond(send, 304, answer)
+            return 304
+        answer.append(_JSON)
         body = self._page_body(result)
         if len(body) >= services.settings.gzip_min_bytes:
-            headers.append((b"vary", b"Accept-Encoding"))
-            if b"gzip" in header(scope, b"accept-encoding"):
+            answer.append((b"vary", b"Accept-Encoding"))
+            if b"gzip" in headers.get(b"accept-encoding", b""):
                 body = self._gzipped(result, body)
-                headers.append((b"content-encoding", b"gzip"))
-        await respond(send, 200, headers, body)
+                answer.append((b"content-encoding", b"gzip"))
+        await respond(send, 200, answer, body)
+        return 200
 
     @staticmethod
     def _key(result: PollResult, encoding: str) -> PageKey:
@@ -155,11 +157,13 @@ class MessagesEndpoint:
 
         return self.services.bodies.get(self._key(result, "identity"), build)
 
-    async def _send(self, receive: Receive, send: Send, user: User) -> None:
+    async def _send(self, receive: Receive, send: Send, user: User) -> int:
         services = self.services
         await limited(services, "send", user)
         message = await receive()  # the app read the body whole (bounded) before routing here
         request = SendMessageRequest.model_validate(parse_json(message.get("body", b"")))
         result = await services.sending.send_one(user, send_item(request))
         body = send_result(result).model_dump_json().encode()
-        await respond(send, 201 if result.created else 200, [_JSON], body)
+        status = 201 if result.created else 200
+        await respond(send, status, [_JSON], body)
+        return status

@@ -157,7 +157,7 @@ class PollService:
             cursor = since or self.cursors.encode(target.id, after)
             return PollResult(target.id, None, cursor, etag, after, limit, not_modified=True)
         if after >= target.head:  # nothing committed after the cursor: no need to ask storage
-            return self._answer(target.id, after, limit, _empty(target.head, after))
+            return self._answer(target.id, after, limit, _empty(target.head, after), etag=etag)
         return None
 
     async def _long_poll(self, user: User, target: _Target, after: int, limit: int, wait: float) -> PollResult:
@@ -186,8 +186,10 @@ class PollService:
             self.notifier.unregister(waiter)
         return self._answer(target.id, after, limit, page)
 
-    def _answer(self, session_id: str, after: int, limit: int, page: Page) -> PollResult:
+    def _answer(self, session_id: str, after: int, limit: int, page: Page, *, etag: str | None = None) -> PollResult:
+        """The answer with ``page``; ``etag`` when it is known already (it names ``page.head``)."""
         self.metrics.poll_outcomes["data" if page.messages else "empty"].inc()
         cursor = self.cursors.encode(session_id, page.upto)
-        etag = self.cursors.etag(session_id, head=page.head, after=after, limit=limit)
+        if etag is None:
+            etag = self.cursors.etag(session_id, head=page.head, after=after, limit=limit)
         return PollResult(session_id, page, cursor, etag, after, limit)
