@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from pollchat.app import create_app
+from pollchat.server.app import create_app
 from pollchat.settings import Settings
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"

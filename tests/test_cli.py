@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from pollchat.app import create_app
-from pollchat.auth import hash_token
 from pollchat.cli import main
 from pollchat.domain.records import User
+from pollchat.server.app import create_app
+from pollchat.server.auth import hash_token
 from pollchat.settings import Settings
 from pollchat.storage import create_storage
-from tests.api.support import assert_error
 from tests.conftest import Api, FakeClock, running
 from tests.integration.conftest import clean_env, pollchat_executable
+from tests.server.support import assert_error
 from tests.storage.conftest import empty_database
 
 

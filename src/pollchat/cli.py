@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from pollchat.auth import hash_token, new_token
 from pollchat.clock import SystemClock
 from pollchat.domain.errors import NotFound, PollchatError
 from pollchat.domain.records import Role, User
+from pollchat.server.auth import hash_token, new_token
 from pollchat.settings import Settings
 from pollchat.storage import Storage, create_storage
 
@@ -47,7 +47,7 @@ def main() -> None:
 @click.option("--workers", type=int, help="Worker processes; more than one needs PostgreSQL [POLLCHAT_WORKERS].")
 def serve(**flags: Any) -> None:
     """Run the chat server."""
-    from pollchat.server import run
+    from pollchat.server.run import run
 
     settings = load_settings(**flags)
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from pollchat.auth import hash_token
 from pollchat.domain.errors import Conflict, NotFound
+from pollchat.server.auth import hash_token
 from pollchat.storage import Storage
 from tests.storage.conftest import Backend, MakeUser, Tick
 

@@ -1,7 +1,7 @@
 """The error tree: every refusal is a ``PollchatError`` with an HTTP status and a machine code.
 
 The server turns each into ``{"success": false, "error": "...", "code": "..."}`` in one place
-(``pollchat.api.errors``); storage and services raise these without knowing about HTTP.
+(``pollchat.server.errors``); storage and services raise these without knowing about HTTP.
 """
 
 from __future__ import annotations

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from pollchat.clock import Clock
-from pollchat.cursor import Cursors, is_message_id
+from pollchat.domain.cursor import Cursors, is_message_id
 from pollchat.domain.errors import BadRequest
 from pollchat.domain.records import Page, User
 from pollchat.domain.rules import delivery_side
 from pollchat.metrics import Metrics
-from pollchat.notifier import Notifier
+from pollchat.services.notifier import Notifier
 from pollchat.services.sessions import SessionService
 from pollchat.storage.base import Storage
 

@@ -12,7 +12,7 @@ from pollchat.domain.errors import BadRequest, Conflict, Forbidden, NotFound, Pa
 from pollchat.domain.records import Appended, Message, MessageType, NewMessage, User
 from pollchat.domain.rules import may_post_type, may_see_session
 from pollchat.metrics import Metrics
-from pollchat.notifier import Notifier
+from pollchat.services.notifier import Notifier
 from pollchat.services.sessions import SessionService
 from pollchat.settings import Settings
 from pollchat.storage.base import Storage

@@ -6,12 +6,12 @@ from collections import OrderedDict
 from datetime import datetime, timedelta
 
 from pollchat.clock import Clock
-from pollchat.cursor import Cursors
+from pollchat.domain.cursor import Cursors
 from pollchat.domain.errors import Forbidden, NotFound
+from pollchat.domain.ids import is_well_formed_message_id
 from pollchat.domain.records import Message, Session, User
 from pollchat.domain.rules import delivery_side, is_staff, may_see_session
-from pollchat.ids import is_well_formed_message_id
-from pollchat.notifier import Notifier
+from pollchat.services.notifier import Notifier
 from pollchat.settings import Settings
 from pollchat.storage.base import Storage
 

@@ -28,9 +28,9 @@ import asyncpg
 
 from pollchat.clock import isoformat, parse_iso
 from pollchat.domain.errors import Conflict, NotFound, Unavailable
+from pollchat.domain.ids import new_message_id, new_user_id
 from pollchat.domain.records import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
 from pollchat.domain.rules import is_replay, may_see_session
-from pollchat.ids import new_message_id, new_user_id
 from pollchat.storage.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, USER_COLUMNS, message_of, session_of, user_of
 from pollchat.storage.schema import MIGRATIONS
 
