@@ -61,6 +61,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "admin_token": ADMIN_TOKEN,
             "send_rate_limit": "off",
             "poll_rate_limit": "off",
+            "session_rate_limit": "off",
+            "action_rate_limit": "off",
         }
         values.update(overrides)
         return Settings(**values)

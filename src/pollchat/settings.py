@@ -44,8 +44,14 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(
         None, description="Token of the user `admin` (role admin), created or updated at start-up."
     )
-    send_rate_limit: str = Field("60/minute", description="Per-user send limit: N/second|minute|hour or off.")
+    send_rate_limit: str = Field(
+        "60/minute", description="Per-user limit on messages sent (a batch counts each): N/second|minute|hour or off."
+    )
     poll_rate_limit: str = Field("600/minute", description="Per-user poll limit: N/second|minute|hour or off.")
+    session_rate_limit: str = Field("60/minute", description="Per-user limit on sessions created, same notation.")
+    action_rate_limit: str = Field(
+        "600/minute", description="Per-user limit on every other request (session list, read marks...), same notation."
+    )
     rate_limit_url: str = Field(
         "memory://", description="Where rate counters live: memory:// (one process) or redis://host:port/db (shared)."
     )
@@ -67,7 +73,7 @@ class Settings(BaseSettings):
     gzip_min_bytes: int = Field(1024, ge=0, description="Responses at least this large are gzip-compressed.")
     log_level: str = Field("info", description="Log level of the server: debug, info, warning or error.")
 
-    @field_validator("send_rate_limit", "poll_rate_limit")
+    @field_validator("send_rate_limit", "poll_rate_limit", "session_rate_limit", "action_rate_limit")
     @classmethod
     def _check_rate(cls, value: str) -> str:
         parse_rate(value)

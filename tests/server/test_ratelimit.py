@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from pollchat.settings import Settings
 from tests.conftest import API, Api
 from tests.server.support import assert_error
@@ -57,17 +59,68 @@ async def test_ratelimit_per_second_budget_comes_back(make_api: Any, make_settin
         assert len(messages) == 4
 
 
-async def test_ratelimit_batch_counts_once(make_api: Any, make_settings: Callable[..., Settings]) -> None:
-    async with make_api(make_settings(send_rate_limit="2/minute")) as api:
+async def test_ratelimit_batch_spends_one_send_per_message(
+    make_api: Any, make_settings: Callable[..., Settings]
+) -> None:
+    """A batch was charged as one send: 59 batches of 100 stored 5,900 messages under 60 a minute."""
+    async with make_api(make_settings(send_rate_limit="5/minute")) as api:
         alice = await api.user("alice")
-        items = [{"content": f"m{i}", "session_id": "s1"} for i in range(10)]
+        pair = [{"content": f"m{i}", "session_id": "s1"} for i in range(2)]
         for _ in range(2):
-            r = await api.http.post(f"{API}/messages/batch", json={"messages": items}, headers=api.auth(alice))
+            r = await api.http.post(f"{API}/messages/batch", json={"messages": pair}, headers=api.auth(alice))
             assert r.status_code == 200
-        r = await api.http.post(f"{API}/messages/batch", json={"messages": items}, headers=api.auth(alice))
+        r = await api.http.post(f"{API}/messages/batch", json={"messages": pair}, headers=api.auth(alice))
         assert_limited(r, "send_rate_limited")
         messages, _ = await api.drain(alice, "s1")
-        assert len(messages) == 20
+        assert len(messages) == 4
+
+
+async def test_ratelimit_batch_larger_than_the_whole_budget_is_413(
+    make_api: Any, make_settings: Callable[..., Settings]
+) -> None:
+    """Waiting cannot help a batch larger than the budget: 413, so clients send one by one."""
+    async with make_api(make_settings(send_rate_limit="5/minute")) as api:
+        alice = await api.user("alice")
+        items = [{"content": f"m{i}", "session_id": "s1"} for i in range(6)]
+        r = await api.http.post(f"{API}/messages/batch", json={"messages": items}, headers=api.auth(alice))
+        assert_error(r, 413, "send_budget_exceeded")
+        assert (await api.send(alice, "s1", "one")).status_code == 201  # the budget was not spent
+
+
+async def test_ratelimit_session_creation_is_limited(make_api: Any, make_settings: Callable[..., Settings]) -> None:
+    """Sessions were not limited at all: one member created 50,000."""
+    async with make_api(make_settings(session_rate_limit="3/minute")) as api:
+        alice = await api.user("alice")
+        for i in range(3):
+            r = await api.http.post(f"{API}/sessions", json={"id": f"s{i}"}, headers=api.auth(alice))
+            assert r.status_code == 201
+        r = await api.http.post(f"{API}/sessions", json={"id": "s9"}, headers=api.auth(alice))
+        assert_limited(r, "session_rate_limited")
+        assert (await api.http.get(f"{API}/sessions/s9", headers=api.auth(alice))).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/sessions", None),
+        ("GET", "/sessions/s1", None),
+        ("PATCH", "/sessions/s1", {"client_name": "x"}),
+        ("POST", "/sessions/s1/read", {"up_to": "msg_000000000000000000000000"}),
+        ("GET", "/api/v1/admin/users/me", None),
+    ],
+)
+async def test_ratelimit_every_other_request_spends_the_action_budget(
+    make_api: Any, make_settings: Callable[..., Settings], method: str, path: str, body: Any
+) -> None:
+    """Session changes, read marks and the session list were not limited at all."""
+    async with make_api(make_settings(action_rate_limit="2/minute")) as api:
+        alice = await api.user("alice")
+        assert (await api.send(alice, "s1", "hello")).status_code == 201
+        url = path if path.startswith("/api") else f"{API}{path}"
+        for _ in range(2):
+            r = await api.http.request(method, url, json=body, headers=api.auth(alice))
+            assert r.status_code != 429, r.text
+        assert_limited(await api.http.request(method, url, json=body, headers=api.auth(alice)), "action_rate_limited")
 
 
 async def test_ratelimit_edits_spend_the_send_budget(make_api: Any, make_settings: Callable[..., Settings]) -> None:

@@ -77,11 +77,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None, storage: S
         storage=storage,
         notifier=notifier,
         metrics=metrics,
-        limiter=RateLimiter(
-            send_rate=settings.send_rate_limit,
-            poll_rate=settings.poll_rate_limit,
-            storage=create_limit_storage(settings.rate_limit_url),
-        ),
+        limiter=RateLimiter.from_settings(settings, storage=create_limit_storage(settings.rate_limit_url)),
         auth=auth,
         cursors=cursors,
         sessions=sessions,

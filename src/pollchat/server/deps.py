@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -65,17 +65,7 @@ async def current_user(
     return await services.auth.authenticate(header(request.scope, b"authorization").decode("latin-1") or None)
 
 
-UserDep = Annotated[User, Depends(current_user)]
-
-
-async def require_admin(user: UserDep) -> User:
-    """The caller, who must be an admin; 403 otherwise."""
-    if not may_manage_users(user):
-        raise Forbidden("only admins may manage users", code="admin_only")
-    return user
-
-
-AdminDep = Annotated[User, Depends(require_admin)]
+CallerDep = Annotated[User, Depends(current_user)]
 
 
 async def limited(services: Services, kind: str, user: User, cost: int = 1) -> None:
@@ -87,10 +77,28 @@ async def limited(services: Services, kind: str, user: User, cost: int = 1) -> N
         raise
 
 
-async def send_limited(services: ServicesDep, user: UserDep) -> User:
-    """The caller, after spending one send from its budget."""
-    await limited(services, "send", user)
+def _spending(kind: str) -> Any:
+    """A dependency: the caller, after spending one of its ``kind`` budget."""
+
+    async def spend(services: ServicesDep, user: CallerDep) -> User:
+        await limited(services, kind, user)
+        return user
+
+    return Depends(spend)
+
+
+# Every authenticated route takes its caller through exactly one of these (or, for a batch,
+# ``CallerDep`` and a charge of one send per message), so every request spends a budget.
+UserDep = Annotated[User, _spending("action")]
+SessionCreatorDep = Annotated[User, _spending("session")]
+SenderDep = Annotated[User, _spending("send")]
+
+
+async def require_admin(user: UserDep) -> User:
+    """The caller, who must be an admin; 403 otherwise."""
+    if not may_manage_users(user):
+        raise Forbidden("only admins may manage users", code="admin_only")
     return user
 
 
-SenderDep = Annotated[User, Depends(send_limited)]
+AdminDep = Annotated[User, Depends(require_admin)]

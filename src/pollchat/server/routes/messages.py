@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query
 
 from pollchat.domain.rules import IF_NONE_MATCH_MAX
-from pollchat.server.deps import SenderDep, ServicesDep, bearer
+from pollchat.server.deps import CallerDep, SenderDep, ServicesDep, bearer, limited
 from pollchat.server.errors import error_responses
 from pollchat.server.messages_endpoint import PATH, send_item, send_result
 from pollchat.server.models import (
@@ -76,8 +76,9 @@ async def get_messages(
     responses=error_responses(413, 429),
     summary="Send several messages in order",
 )
-async def send_batch(body: BatchSendRequest, user: SenderDep, services: ServicesDep) -> BatchSendResponse:
+async def send_batch(body: BatchSendRequest, user: CallerDep, services: ServicesDep) -> BatchSendResponse:
     """Store messages in request order; each succeeds or fails on its own."""
+    await limited(services, "send", user, cost=len(body.messages))
     results = await services.sending.send(user, [send_item(m) for m in body.messages])
     return BatchSendResponse(results=[send_result(r) for r in results])
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from pollchat.domain.ids import new_session_id
 from pollchat.domain.rules import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, SESSION_ID_PATTERN
-from pollchat.server.deps import ServicesDep, UserDep
+from pollchat.server.deps import ServicesDep, SessionCreatorDep, UserDep
 from pollchat.server.errors import error_responses
 from pollchat.server.models import (
     ChatSession,
@@ -27,7 +27,7 @@ SessionPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN)]
 
 @router.post("", status_code=201, response_model=SessionResponse, responses=error_responses(409))
 async def create_session(
-    user: UserDep, services: ServicesDep, body: CreateSessionRequest | None = None
+    user: SessionCreatorDep, services: ServicesDep, body: CreateSessionRequest | None = None
 ) -> SessionResponse:
     """Start a session owned by the caller."""
     session = await services.sessions.create(

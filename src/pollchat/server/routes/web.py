@@ -1,4 +1,10 @@
-"""The browser UI: ``/`` serves the chat page, ``/web/*`` its ES modules and CSS (package data)."""
+"""The browser UI: ``/`` serves the chat page, ``/web/*`` its ES modules and CSS (package data).
+
+Every file of the page is answered with the same security headers: a Content-Security-Policy
+that allows nothing from elsewhere and no framing by another origin (a ``<meta>`` policy
+cannot say ``frame-ancestors``, and another origin could frame the chat page holding a
+token), no content sniffing, and no referrer.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,21 @@ from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
+from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
+
+PAGE_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
+        " object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # for browsers that predate frame-ancestors
+    "Referrer-Policy": "no-referrer",
+}
 
 router = APIRouter(include_in_schema=False)
 
@@ -16,9 +34,18 @@ router = APIRouter(include_in_schema=False)
 @router.get("/")
 async def index() -> FileResponse:
     """The chat page; the token travels in the URL fragment, which never reaches the server."""
-    return FileResponse(WEB_ROOT / "index.html", headers={"Cache-Control": "no-cache"})
+    return FileResponse(WEB_ROOT / "index.html", headers={"Cache-Control": "no-cache", **PAGE_SECURITY_HEADERS})
+
+
+class _PageFiles(StaticFiles):
+    """The page's files, each with the page's security headers."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(PAGE_SECURITY_HEADERS)
+        return response
 
 
 def static_files() -> StaticFiles:
     """The page's modules and styles."""
-    return StaticFiles(directory=WEB_ROOT)
+    return _PageFiles(directory=WEB_ROOT)
