@@ -10,6 +10,7 @@ import asyncio
 import random
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from pollchat.domain.records import Message, NewMessage, User
 from pollchat.domain.rules import is_staff
 from pollchat.storage import Storage, create_storage
 from pollchat.storage.schema import MIGRATIONS
-from tests.storage.conftest import Backend, MakeUser, Tick
+from tests.storage.conftest import Backend, MakeUser, Tick, empty_database
 
 # helpers
 
@@ -107,6 +108,38 @@ async def test_open_twice_on_one_database(backend: Backend) -> None:
     await one.create_user(name="alice", role="admin", token_hash="h", now=Tick()())
     assert await two.has_admin()
     assert await backend.schema_version() in (None, len(MIGRATIONS))
+
+
+async def test_server_secret_is_32_bytes_stable_across_calls(storage: Storage) -> None:
+    secret = await storage.server_secret()
+    assert isinstance(secret, bytes) and len(secret) == 32
+    assert await storage.server_secret() == secret
+
+
+async def test_server_secret_survives_reopen(backend: Backend) -> None:
+    first = await backend.open()
+    secret = await first.server_secret()
+    await first.close()
+    assert await (await backend.open()).server_secret() == secret
+
+
+async def test_server_secret_is_shared_by_storages_on_one_database(backend: Backend) -> None:
+    """Instances behind one load balancer must key their tags alike, even when they ask at once."""
+    one, two, three = await backend.open(), await backend.open(), await backend.open()
+    secrets = await asyncio.gather(one.server_secret(), two.server_secret(), three.server_secret())
+    assert len(set(secrets)) == 1
+    assert await (await backend.open()).server_secret() == secrets[0]
+
+
+async def test_server_secrets_differ_between_databases(backend: Backend, tmp_path: Path) -> None:
+    storage = await backend.open()
+    async with empty_database(backend.name, tmp_path / "other") as url:
+        other = create_storage(url)
+        await other.open()
+        try:
+            assert await other.server_secret() != await storage.server_secret()
+        finally:
+            await other.close()
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,10 @@ class Storage(Protocol):
         """Raise if storage cannot answer."""
         ...
 
+    async def server_secret(self) -> bytes:
+        """32 random bytes made once per database: the same on every call and every instance."""
+        ...
+
     def on_change(self, listener: Callable[[str, int | None], None]) -> None:
         """Call ``listener(session_id, head)`` for changes committed by *other* processes.
 

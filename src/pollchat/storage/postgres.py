@@ -18,6 +18,7 @@ import asyncio
 import functools
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -88,6 +89,7 @@ class PostgresStorage:
         self._token_listeners: list[TokenListener] = []
         self._listen_task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        self._secret: bytes | None = None
 
     # lifecycle
 
@@ -210,6 +212,20 @@ class PostgresStorage:
     @_unavailable_on_connection_loss
     async def ping(self) -> None:
         await self._p.fetchval("SELECT 1")
+
+    @_unavailable_on_connection_loss
+    async def server_secret(self) -> bytes:
+        if self._secret is None:
+            async with self._transaction() as conn:
+                # Insert if absent, then read: a racing instance's insert waits for ours to
+                # commit (or ours for its), and the read then sees the one that won.
+                await conn.execute(
+                    "INSERT INTO server_secrets (name, value) VALUES ('server', $1) ON CONFLICT (name) DO NOTHING",
+                    secrets.token_hex(32),
+                )
+                value = await conn.fetchval("SELECT value FROM server_secrets WHERE name = 'server'")
+            self._secret = bytes.fromhex(value)
+        return self._secret
 
     # users
 

@@ -50,4 +50,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX messages_created ON messages (session_id, created_seq);
     CREATE INDEX messages_pending ON messages (delivered, type, created_at);
     """,
+    # Secrets shared by every instance on this database (the HTTP layer keys cursor and ETag
+    # tags with one): each is inserted if absent, then read, so racing instances agree on one.
+    """
+    CREATE TABLE server_secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )

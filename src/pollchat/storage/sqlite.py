@@ -12,6 +12,7 @@ through WAL, never wait for the writer.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -165,6 +166,7 @@ class SQLiteStorage:
         self._token_listeners: list[Callable[[str | None], None]] = []
         self._writer = GroupWriter(path, on_orphan=self._orphaned)
         self._reader: aiosqlite.Connection | None = None
+        self._secret: bytes | None = None
 
     @property
     def writer(self) -> GroupWriter:
@@ -213,6 +215,21 @@ class SQLiteStorage:
 
     async def ping(self) -> None:
         await self._read_one("SELECT 1")
+
+    async def server_secret(self) -> bytes:
+        if self._secret is None:
+            candidate = secrets.token_hex(32)
+
+            # Insert if absent, then read: another process on the file may have made it first.
+            def write(conn: sqlite3.Connection) -> str:
+                conn.execute(
+                    "INSERT INTO server_secrets (name, value) VALUES ('server', ?) ON CONFLICT (name) DO NOTHING",
+                    (candidate,),
+                )
+                return str(_one(conn, "SELECT value FROM server_secrets WHERE name = 'server'")[0])
+
+            self._secret = bytes.fromhex(await self._writer.run(write))
+        return self._secret
 
     def on_change(self, listener: Callable[[str, int | None], None]) -> None:
         """One process owns the file and its callers announce their own commits, with one exception.
