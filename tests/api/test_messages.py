@@ -51,12 +51,13 @@ async def test_send_replay_answers_200_with_the_first_id_and_stores_once(api: Ap
     assert session["message_count"] == 1
 
 
-async def test_send_replay_with_other_content_answers_the_first_message(api: Api) -> None:
+async def test_send_reusing_a_client_message_id_with_other_content_is_a_conflict(api: Api) -> None:
+    """Bug: the reused key was answered 200 with the first message; the contract says 409."""
     alice = await api.user("alice")
     first = await api.send(alice, "s1", "original", client_message_id="k1")
     again = await api.send(alice, "s1", "changed", client_message_id="k1")
-    assert again.status_code == 200
-    assert again.json()["message"]["content"] == "original"
+    assert again.status_code == 409
+    assert again.json()["code"] == "idempotency_conflict"
     messages, _ = await api.drain(alice, "s1")
     assert [(m["id"], m["content"]) for m in messages] == [(first.json()["message_id"], "original")]
 

@@ -392,10 +392,82 @@ async def test_replay_of_a_client_message_id_returns_the_first(
 ) -> None:
     alice = await make_user("alice")
     first = await append_one(storage, alice, new("s1", "once", client_message_id="c1"), tick)
-    (replay,) = await storage.append([new("s1", "different text", client_message_id="c1")], author=alice, now=tick())
+    (replay,) = await storage.append([new("s1", "once", client_message_id="c1")], author=alice, now=tick())
     assert not replay.created and replay.error is None
     assert replay.message == first
     assert [m.id for m in await everything(storage, "s1")] == [first.id]
+    session = await storage.get_session("s1")
+    assert session is not None and (session.message_count, session.head) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "changed", [{"content": "different text"}, {"type": "assistant"}, {"content": "other", "type": "assistant"}]
+)
+async def test_a_client_message_id_reused_for_another_message_is_an_idempotency_conflict(
+    storage: Storage, make_user: MakeUser, tick: Tick, changed: dict[str, str]
+) -> None:
+    """Bug: a reused ``client_message_id`` with another content or type was answered with the
+    first message, as if the new text had been stored; the contract says 409, nothing stored."""
+    staff = await make_user("staff", "operator")
+    first = await append_one(storage, staff, new("s1", "once", client_message_id="c1"), tick)
+    (reused,) = await storage.append(
+        [new("s1", client_message_id="c1", **({"content": "once"} | changed))], author=staff, now=tick()
+    )
+    assert (reused.created, reused.message) == (False, None)
+    assert isinstance(reused.error, Conflict) and reused.error.code == "idempotency_conflict"
+    assert reused.error.status_code == 409
+    assert await everything(storage, "s1") == [first]
+    session = await storage.get_session("s1")
+    assert session is not None and (session.message_count, session.head, session.last_message_id) == (1, 1, first.id)
+    # The first send's true replay still answers with it.
+    (replay,) = await storage.append([new("s1", "once", client_message_id="c1")], author=staff, now=tick())
+    assert (replay.created, replay.error, replay.message) == (False, None, first)
+
+
+async def test_an_idempotency_conflict_in_a_batch_fails_that_item_alone(
+    storage: Storage, make_user: MakeUser, tick: Tick
+) -> None:
+    alice = await make_user("alice")
+    results = await storage.append(
+        [
+            new("s1", "one", client_message_id="c1"),
+            new("s1", "not one", client_message_id="c1"),
+            new("s1", "two", client_message_id="c2"),
+            new("s1", "one", client_message_id="c1"),
+        ],
+        author=alice,
+        now=tick(),
+    )
+    assert [(r.created, getattr(r.error, "code", None)) for r in results] == [
+        (True, None),
+        (False, "idempotency_conflict"),
+        (True, None),
+        (False, None),
+    ]
+    assert results[3].message == results[0].message
+    assert [m.content for m in await everything(storage, "s1")] == ["one", "two"]
+
+
+async def test_racing_copies_with_different_content_store_one_and_refuse_the_rest(
+    storage: Storage, make_user: MakeUser, tick: Tick
+) -> None:
+    """Bug: copies of one ``client_message_id`` racing with different content were all answered
+    with whichever stored first; now the ones that differ from the stored one are refused."""
+    alice = await make_user("alice")
+    now = tick()
+    contents = [f"copy {i % 3}" for i in range(18)]
+    outcomes = await asyncio.gather(
+        *(storage.append([new("s1", content, client_message_id="c1")], author=alice, now=now) for content in contents)
+    )
+    results = [r for (r,) in outcomes]
+    (stored,) = await everything(storage, "s1")
+    assert sum(r.created for r in results) == 1
+    for content, result in zip(contents, results, strict=True):
+        if content == stored.content:
+            assert (result.error, result.message) == (None, stored)
+        else:
+            assert result.message is None
+            assert isinstance(result.error, Conflict) and result.error.code == "idempotency_conflict"
     session = await storage.get_session("s1")
     assert session is not None and (session.message_count, session.head) == (1, 1)
 
@@ -439,8 +511,8 @@ async def test_batch_with_mixed_outcomes_is_stored_in_order(storage: Storage, ma
             new("bobs", "not yours"),
             new("s1", "two"),
             new("shut", "closed"),
-            new("s1", "replay", client_message_id="c0"),
-            new("s1", "three", client_message_id="c1"),  # a replay of the first item of this batch
+            new("s1", "earlier", client_message_id="c0"),
+            new("s1", "one", client_message_id="c1"),  # a replay of the first item of this batch
             new("new-session", "four"),
         ],
         author=alice,
@@ -477,7 +549,7 @@ async def test_concurrent_appends_of_one_client_message_id_store_one_row(
     alice = await make_user("alice")
     now = tick()
     outcomes = await asyncio.gather(
-        *(storage.append([new("s1", f"copy {i}", client_message_id="c1")], author=alice, now=now) for i in range(20))
+        *(storage.append([new("s1", "copy", client_message_id="c1")], author=alice, now=now) for _ in range(20))
     )
     results = [r for (r,) in outcomes]
     assert all(r.error is None for r in results)

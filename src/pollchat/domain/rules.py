@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from pollchat.domain.records import MessageType, Role, User
+from pollchat.domain.records import Message, MessageType, NewMessage, Role, User
 
 # Session ids are chosen by clients (the seed's client picks its own): 1-128 characters of
 # a URL- and log-safe alphabet.
@@ -66,3 +66,12 @@ def delivery_side(user: User, owner_id: str) -> MessageType | None:
 def may_manage_users(user: User) -> bool:
     """Only admins create and list users, or change another user's token."""
     return user.role == "admin"
+
+
+def is_replay(item: NewMessage, stored: Message) -> bool:
+    """Whether ``item``, sent with the ``client_message_id`` of ``stored``, is a retry of that send.
+
+    A retry carries the same content and type; the same key with others is a client bug
+    (``idempotency_conflict``), never a silent answer with a message the client did not send.
+    """
+    return (item.content, item.type) == (stored.content, stored.type)

@@ -110,7 +110,9 @@ class Storage(Protocol):
 
         A session that does not exist is created for ``author``. A session the author may not
         see yields ``NotFound``, a closed one ``Conflict``. A ``client_message_id`` already
-        stored by the author in that session yields the stored message with ``created=False``.
+        stored by the author in that session yields the stored message with ``created=False``
+        when content and type match (``rules.is_replay``), else ``Conflict`` with code
+        ``idempotency_conflict``, storing nothing.
         """
         ...
 

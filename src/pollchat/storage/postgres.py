@@ -29,7 +29,7 @@ import asyncpg
 from pollchat.clock import isoformat, parse_iso
 from pollchat.domain.errors import Conflict, NotFound, Unavailable
 from pollchat.domain.records import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
-from pollchat.domain.rules import may_see_session
+from pollchat.domain.rules import is_replay, may_see_session
 from pollchat.ids import new_message_id, new_user_id
 from pollchat.storage.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, USER_COLUMNS, message_of, session_of, user_of
 from pollchat.storage.schema import MIGRATIONS
@@ -439,7 +439,16 @@ class PostgresStorage:
                 item.client_message_id,
             )
             if existing:
-                return Appended(message_of(existing), created=False)
+                stored = message_of(existing)
+                if not is_replay(item, stored):
+                    return Appended(
+                        None,
+                        error=Conflict(
+                            "this client_message_id was already sent with another content or type",
+                            code="idempotency_conflict",
+                        ),
+                    )
+                return Appended(stored, created=False)
         if row["closed"]:
             return Appended(None, error=Conflict("the session is closed", code="session_closed"))
         message_id = new_message_id()

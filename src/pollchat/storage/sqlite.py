@@ -24,7 +24,7 @@ import aiosqlite
 from pollchat.clock import isoformat, parse_iso
 from pollchat.domain.errors import Conflict, NotFound
 from pollchat.domain.records import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
-from pollchat.domain.rules import may_see_session
+from pollchat.domain.rules import is_replay, may_see_session
 from pollchat.ids import new_message_id, new_user_id
 from pollchat.storage.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, USER_COLUMNS, message_of, session_of, user_of
 from pollchat.storage.schema import MIGRATIONS
@@ -111,7 +111,16 @@ def _append_one(conn: sqlite3.Connection, item: NewMessage, author: User, stamp:
             (author.id, item.session_id, item.client_message_id),
         )
         if existing:
-            return Appended(message_of(existing), created=False)
+            stored = message_of(existing)
+            if not is_replay(item, stored):
+                return Appended(
+                    None,
+                    error=Conflict(
+                        "this client_message_id was already sent with another content or type",
+                        code="idempotency_conflict",
+                    ),
+                )
+            return Appended(stored, created=False)
     if row is not None and row[1]:
         return Appended(None, error=Conflict("the session is closed", code="session_closed"))
     message_id = new_message_id()
