@@ -19,10 +19,10 @@ import functools
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import asyncpg
 
@@ -31,6 +31,7 @@ from pollchat.domain.errors import Conflict, NotFound, Unavailable
 from pollchat.domain.records import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
 from pollchat.domain.rules import is_replay, may_see_session
 from pollchat.ids import new_message_id, new_user_id
+from pollchat.storage.failure import closed, unavailable_on
 from pollchat.storage.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, USER_COLUMNS, message_of, session_of, user_of
 from pollchat.storage.schema import MIGRATIONS
 
@@ -40,12 +41,9 @@ CHANNEL = "pollchat"
 TOKEN_CHANNEL = "pollchat_tokens"
 ChangeListener = Callable[[str, "int | None"], None]
 TokenListener = Callable[["str | None"], None]
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 # What a lost or refused database connection raises (PostgreSQL restarting or down, the link
-# cut, a connection killed under a query). Callers get 503 with Retry-After instead of a 500:
-# the request changed nothing it did not commit, and sends are idempotent, so a retry is safe.
+# cut, a connection killed under a query): ``failure.unavailable_on`` answers them 503.
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -56,21 +54,11 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _unavailable_on_connection_loss(
-    method: Callable[_P, Coroutine[Any, Any, _T]],
-) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    @functools.wraps(method)
-    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        try:
-            return await method(*args, **kwargs)
-        except _CONNECTION_ERRORS as exc:
-            raise Unavailable(
-                f"the database is unreachable ({type(exc).__name__}); retry shortly",
-                code="storage_unavailable",
-                retry_after=1,
-            ) from exc
+def _is_connection_loss(exc: BaseException) -> bool:
+    return isinstance(exc, _CONNECTION_ERRORS)
 
-    return wrapper
+
+_unavailable_on_connection_loss = unavailable_on(_is_connection_loss)
 
 
 def _set_event(event: asyncio.Event, *_args: object) -> None:
@@ -188,7 +176,7 @@ class PostgresStorage:
     @property
     def _p(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise RuntimeError("storage is not open")
+            raise closed()
         return self._pool
 
     @asynccontextmanager

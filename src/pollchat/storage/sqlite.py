@@ -11,6 +11,7 @@ through WAL, never wait for the writer.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import sqlite3
@@ -26,6 +27,7 @@ from pollchat.domain.errors import Conflict, NotFound
 from pollchat.domain.records import Appended, Message, MessageType, NewMessage, Page, Role, Session, User
 from pollchat.domain.rules import is_replay, may_see_session
 from pollchat.ids import new_message_id, new_user_id
+from pollchat.storage.failure import closed, unavailable_on
 from pollchat.storage.rows import MESSAGE_COLUMNS, SESSION_COLUMNS, USER_COLUMNS, message_of, session_of, user_of
 from pollchat.storage.schema import MIGRATIONS
 from pollchat.storage.sqlite_writer import GroupWriter
@@ -39,14 +41,38 @@ def sqlite_path(url: str) -> str:
     return path[1:]
 
 
-_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    # FULL, not NORMAL: in WAL mode NORMAL skips the fsync at commit, and an acknowledged
-    # message could then be lost to a power cut.
-    "PRAGMA synchronous=FULL",
-    "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=10000",
-)
+def _pragmas(busy_timeout: float) -> tuple[str, ...]:
+    return (
+        "PRAGMA journal_mode=WAL",
+        # FULL, not NORMAL: in WAL mode NORMAL skips the fsync at commit, and an acknowledged
+        # message could then be lost to a power cut.
+        "PRAGMA synchronous=FULL",
+        "PRAGMA foreign_keys=ON",
+        # How long a statement waits for another process's lock (``pollchat users`` writing the
+        # file) before it fails, and the caller is told to retry.
+        f"PRAGMA busy_timeout={int(busy_timeout * 1000)}",
+    )
+
+
+# Primary result codes (the low byte of an extended one) saying the file cannot be read or
+# written now: locked, busy, read-only, full, an I/O error, gone. SQLITE_ERROR (1), a statement
+# the code got wrong, is not among them.
+_OUTAGE_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
+# What Python and aiosqlite say about a connection closed under a statement; they give no code.
+_CLOSED_MESSAGES = ("Cannot operate on a closed database.", "Connection closed", "no active connection")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failure means the database cannot answer now (``failure.unavailable_on``)."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in _OUTAGE_CODES
+        return isinstance(exc, sqlite3.OperationalError) or str(exc) in _CLOSED_MESSAGES
+    return isinstance(exc, ValueError) and str(exc) in _CLOSED_MESSAGES
+
+
+_unavailable_on_outage = unavailable_on(is_outage)
 
 
 def _one(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> Any:
@@ -57,8 +83,8 @@ def _all(conn: sqlite3.Connection, sql: str, params: Iterable[Any] = ()) -> list
     return conn.execute(sql, tuple(params)).fetchall()
 
 
-def _set_up_writer(conn: sqlite3.Connection) -> None:
-    for pragma in _PRAGMAS:
+def _set_up_writer(conn: sqlite3.Connection, pragmas: Sequence[str]) -> None:
+    for pragma in pragmas:
         conn.execute(pragma)
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -169,8 +195,10 @@ def _append_one(conn: sqlite3.Connection, item: NewMessage, author: User, stamp:
 class SQLiteStorage:
     """The embedded default backend."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 10.0) -> None:
+        """``busy_timeout``: seconds a statement waits for another process's lock on the file."""
         self._path = path
+        self._pragmas = _pragmas(busy_timeout)
         self._listeners: list[Callable[[str, int | None], None]] = []
         self._token_listeners: list[Callable[[str | None], None]] = []
         self._writer = GroupWriter(path, on_orphan=self._orphaned)
@@ -182,10 +210,11 @@ class SQLiteStorage:
         """The group-commit writer (its counters tell how many writes shared each commit)."""
         return self._writer
 
+    @_unavailable_on_outage
     async def open(self) -> None:
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        await self._writer.open(_set_up_writer)
+        await self._writer.open(functools.partial(_set_up_writer, pragmas=self._pragmas))
         try:
             self._reader = await self._connect()
         except BaseException:
@@ -194,7 +223,7 @@ class SQLiteStorage:
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self._path, isolation_level=None)
-        for pragma in _PRAGMAS:
+        for pragma in self._pragmas:
             await conn.execute(pragma)
         return conn
 
@@ -207,7 +236,7 @@ class SQLiteStorage:
     @property
     def _r(self) -> aiosqlite.Connection:
         if self._reader is None:
-            raise RuntimeError("storage is not open")
+            raise closed()
         return self._reader
 
     # Each read runs its statement and fetches every row in one call on the reader's thread.
@@ -222,9 +251,11 @@ class SQLiteStorage:
     async def _read_all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         return list(await self._r.execute_fetchall(sql, tuple(params)))
 
+    @_unavailable_on_outage
     async def ping(self) -> None:
         await self._read_one("SELECT 1")
 
+    @_unavailable_on_outage
     async def server_secret(self) -> bytes:
         if self._secret is None:
             candidate = secrets.token_hex(32)
@@ -269,6 +300,7 @@ class SQLiteStorage:
 
     # users
 
+    @_unavailable_on_outage
     async def create_user(self, *, name: str, role: Role, token_hash: str, now: datetime) -> User:
         user = User(id=new_user_id(), name=name, role=role, created_at=now)
 
@@ -283,6 +315,7 @@ class SQLiteStorage:
 
         return await self._writer.run(write)
 
+    @_unavailable_on_outage
     async def put_user(self, *, name: str, role: Role, token_hash: str, now: datetime) -> User:
         def write(conn: sqlite3.Connection) -> tuple[User, list[str]]:
             row = _one(conn, "SELECT id, name, role, created_at, token_hash FROM users WHERE name = ?", (name,))
@@ -311,9 +344,11 @@ class SQLiteStorage:
         self._tokens_changed(changed)
         return user
 
+    @_unavailable_on_outage
     async def rotate_token(self, user_id: str, *, token_hash: str) -> User:
         return await self._set_token(user_id, token_hash)
 
+    @_unavailable_on_outage
     async def revoke_token(self, user_id: str) -> User:
         return await self._set_token(user_id, None)
 
@@ -338,19 +373,23 @@ class SQLiteStorage:
         self._tokens_changed([user.id])
         return user
 
+    @_unavailable_on_outage
     async def user_by_token_hash(self, token_hash: str) -> User | None:
         row = await self._read_one("SELECT id, name, role, created_at FROM users WHERE token_hash = ?", (token_hash,))
         return user_of(row) if row else None
 
+    @_unavailable_on_outage
     async def list_users(self) -> list[User]:
         rows = await self._read_all("SELECT id, name, role, created_at FROM users ORDER BY created_at, id")
         return [user_of(r) for r in rows]
 
+    @_unavailable_on_outage
     async def has_admin(self) -> bool:
         return bool(await self._read_one("SELECT 1 FROM users WHERE role = 'admin' LIMIT 1"))
 
     # sessions
 
+    @_unavailable_on_outage
     async def create_session(
         self, *, session_id: str, owner_id: str, client_name: str | None, now: datetime
     ) -> Session:
@@ -362,10 +401,12 @@ class SQLiteStorage:
 
         return await self._writer.run(write)
 
+    @_unavailable_on_outage
     async def get_session(self, session_id: str) -> Session | None:
         row = await self._read_one(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,))
         return session_of(row) if row else None
 
+    @_unavailable_on_outage
     async def list_sessions(
         self, *, owner_id: str | None, status: str | None, inactive_before: datetime, limit: int
     ) -> list[Session]:
@@ -388,6 +429,7 @@ class SQLiteStorage:
         )
         return [session_of(r) for r in rows]
 
+    @_unavailable_on_outage
     async def update_session(
         self, session_id: str, *, closed: bool | None, client_name: str | None, now: datetime
     ) -> Session:
@@ -405,6 +447,7 @@ class SQLiteStorage:
 
     # messages
 
+    @_unavailable_on_outage
     async def append(self, items: Sequence[NewMessage], *, author: User, now: datetime) -> list[Appended]:
         if not items:
             return []
@@ -418,6 +461,7 @@ class SQLiteStorage:
 
         return await self._writer.run(write, weight=len(batch))
 
+    @_unavailable_on_outage
     async def changes(self, session_id: str, *, after: int, limit: int) -> Page:
         # The head is read first: every row with change_seq <= head committed with it, so
         # bounding the rows by it gives a consistent page without a read transaction.
@@ -432,10 +476,12 @@ class SQLiteStorage:
         has_more = len(rows) > limit
         return Page(messages=messages, head=head, has_more=has_more, upto=messages[-1].change_seq if has_more else head)
 
+    @_unavailable_on_outage
     async def get_message(self, message_id: str) -> Message | None:
         row = await self._read_one(f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
         return message_of(row) if row else None
 
+    @_unavailable_on_outage
     async def mark_delivered(self, session_id: str, message_ids: Sequence[str], *, now: datetime) -> int:
         ids = list(message_ids)
 
@@ -453,6 +499,7 @@ class SQLiteStorage:
 
         return await self._writer.run(write, weight=len(ids))
 
+    @_unavailable_on_outage
     async def mark_read(self, session_id: str, *, message_type: MessageType, up_to_seq: int, now: datetime) -> int:
         def write(conn: sqlite3.Connection) -> int:
             rows = _all(
@@ -470,6 +517,7 @@ class SQLiteStorage:
 
         return await self._writer.run(write)
 
+    @_unavailable_on_outage
     async def edit(self, message_id: str, *, content: str, now: datetime) -> Message:
         def write(conn: sqlite3.Connection) -> Message:
             row = _one(conn, "SELECT session_id FROM messages WHERE id = ?", (message_id,))
@@ -484,6 +532,7 @@ class SQLiteStorage:
 
         return await self._writer.run(write)
 
+    @_unavailable_on_outage
     async def pending_user_messages(self, *, since: datetime, limit: int) -> list[Message]:
         rows = await self._read_all(
             f"SELECT {', '.join('m.' + c.strip() for c in MESSAGE_COLUMNS.split(','))} FROM messages m"
