@@ -2,7 +2,7 @@
 
 Each driver knows which of its exceptions mean "the database cannot answer now" (a lost
 connection, a locked or unwritable file, storage closed under a request) and hands that test
-to ``unavailable_on``; the answer the caller gets is made here, the same for every backend.
+to ``as_unavailable`` or ``outages_unavailable``; the answer the caller gets is made here, the same for every backend.
 Anything else (a constraint or a statement the code got wrong) stays what it is: a bug, which
 the server reports as a 500 rather than inviting the client to retry it for ever.
 
@@ -12,14 +12,10 @@ idempotent, so the retry the client is told to make can neither lose nor double 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from pollchat.domain.errors import Unavailable
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
+from pollchat.domain.errors import PollchatError, Unavailable
 
 IsOutage = Callable[[BaseException], bool]
 RETRY_AFTER_SECONDS = 1.0
@@ -40,21 +36,20 @@ def closed() -> Unavailable:
     return unavailable("storage is closed")
 
 
-def unavailable_on(
-    is_outage: IsOutage,
-) -> Callable[[Callable[_P, Coroutine[Any, Any, _T]]], Callable[_P, Coroutine[Any, Any, _T]]]:
-    """A decorator turning the exceptions ``is_outage`` accepts into ``Unavailable``."""
+def as_unavailable(exc: Exception, is_outage: IsOutage) -> Unavailable | None:
+    """The ``Unavailable`` to raise from ``exc`` when ``is_outage`` says it is one, else ``None``."""
+    if isinstance(exc, PollchatError) or not is_outage(exc):
+        return None
+    return unavailable(exc)
 
-    def decorate(method: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
-        @functools.wraps(method)
-        async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-            try:
-                return await method(*args, **kwargs)
-            except Exception as exc:
-                if isinstance(exc, Unavailable) or not is_outage(exc):
-                    raise
-                raise unavailable(exc) from exc
 
-        return wrapper
-
-    return decorate
+@contextmanager
+def outages_unavailable(is_outage: IsOutage) -> Iterator[None]:
+    """Within the block, turn the exceptions ``is_outage`` accepts into ``Unavailable``."""
+    try:
+        yield
+    except Exception as exc:
+        refusal = as_unavailable(exc, is_outage)
+        if refusal is None:
+            raise
+        raise refusal from exc
