@@ -71,7 +71,11 @@ def may_manage_users(user: User) -> bool:
 def is_replay(item: NewMessage, stored: Message) -> bool:
     """Whether ``item``, sent with the ``client_message_id`` of ``stored``, is a retry of that send.
 
-    A retry carries the same content and type; the same key with others is a client bug
+    A retry carries the same type and content; the same key with others is a client bug
     (``idempotency_conflict``), never a silent answer with a message the client did not send.
+    A message edited since (an assistant's reply that grew) no longer holds the content it was
+    sent with, so there the type alone decides: a lost acknowledgement must still be answered.
     """
-    return (item.content, item.type) == (stored.content, stored.type)
+    if item.type != stored.type:
+        return False
+    return item.content == stored.content or stored.edited_at is not None
