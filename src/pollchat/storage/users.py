@@ -12,6 +12,9 @@ from pollchat.storage.command import Lock, Operation, TokenChanged, execute, fet
 from pollchat.storage.rows import USER_COLUMNS, user_of
 
 _INSERT = "INSERT INTO users (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)"
+# The hash a user without a working token holds: unique like every hash (it names the user),
+# and never a SHA-256 hex digest, so no token can match it.
+_REVOKED = "'revoked:' || id"
 
 
 def create_user(*, name: str, role: Role, token_hash: str, now: datetime) -> Operation[User]:
@@ -34,7 +37,7 @@ def put_user(*, name: str, role: Role, token_hash: str, now: datetime) -> Operat
     row = yield fetch_one("SELECT id, name, role, created_at, token_hash FROM users WHERE name = ?", name)
     # A token given to another user by hand wins: the old holder loses it.
     taken = yield fetch_all(
-        "UPDATE users SET token_hash = 'revoked:' || id WHERE token_hash = ? AND name != ? RETURNING id",
+        f"UPDATE users SET token_hash = {_REVOKED} WHERE token_hash = ? AND name != ? RETURNING id",
         token_hash,
         name,
     )
@@ -57,8 +60,7 @@ def set_token(user_id: str, token_hash: str | None) -> Operation[User]:
         if holder is not None:
             raise Conflict("another user holds this token", code="token_in_use")
     row = yield fetch_one(
-        f"UPDATE users SET token_hash = COALESCE(CAST(? AS TEXT), 'revoked:' || id) WHERE id = ?"
-        f" RETURNING {USER_COLUMNS}",
+        f"UPDATE users SET token_hash = COALESCE(CAST(? AS TEXT), {_REVOKED}) WHERE id = ? RETURNING {USER_COLUMNS}",
         token_hash,
         user_id,
     )
