@@ -125,7 +125,7 @@ async def run_storage_ops(storage: Storage, ops: list[tuple[Any, ...]]) -> None:
             kind_of = "user" if who == "member" else "assistant"
             item = NewMessage(session_id=session_id, type=kind_of, content=text, client_message_id=key)
             (result,) = await storage.append([item], author=author, now=now())
-            first = next(
+            stored = next(
                 (
                     m
                     for m in model.messages.values()
@@ -134,12 +134,13 @@ async def run_storage_ops(storage: Storage, ops: list[tuple[Any, ...]]) -> None:
                 ),
                 None,
             )
-            if first is not None and first.edited_at is None and first.content != text:
-                assert result.error is not None and getattr(result.error, "code", None) == "idempotency_conflict"
+            if stored is not None and stored.content != text and stored.edited_at is None:
+                # The key of another message (its type is the author's, so the same): refused.
+                assert result.message is None and getattr(result.error, "code", None) == "idempotency_conflict"
                 continue
             assert result.error is None
             assert result.message is not None
-            replay = first is not None
+            replay = stored is not None
             assert result.created is not replay
             if replay:
                 assert result.message == model.messages[result.message.id]
@@ -235,25 +236,28 @@ async def run_api_ops(directory: str, ops: list[tuple[Any, ...]]) -> None:
     async with running(create_app(app_settings, clock=clock)) as api:
         tokens = {"alice": await api.user("alice"), "admin": ADMIN_TOKEN}
         sent: dict[str, list[str]] = {"alice": [], "admin": []}
+        keyed: dict[tuple[str, str], tuple[str, str]] = {}  # (who, key) -> (message id, text)
+        edited: set[str] = set()
         every: list[str] = []
         cursors: dict[str, str | None] = {"alice": None, "admin": None}
         folded: dict[str, dict[str, Visible]] = {"alice": {}, "admin": {}}
-        firsts: dict[tuple[str, str], str] = {}  # the first text sent with each key
 
         async def send(who: str, text: str, key: str | None) -> None:
             extra: dict[str, Any] = {"type": "user" if who == "alice" else "assistant"}
             if key is not None:
                 extra["client_message_id"] = key
             r = await api.send(tokens[who], "s1", text, **extra)
-            first = firsts.setdefault((who, key), text) if key is not None else text
-            if first != text and r.status_code == 409:
-                assert r.json()["code"] == "idempotency_conflict"
+            first = keyed.get((who, key)) if key is not None else None
+            if first is not None and first[1] != text and first[0] not in edited:
+                assert r.status_code == 409 and r.json()["code"] == "idempotency_conflict", r.text
                 return
             assert r.status_code in (200, 201), r.text
             message_id = r.json()["message_id"]
             if r.status_code == 201:
                 sent[who].append(message_id)
                 every.append(message_id)
+                if key is not None:
+                    keyed[(who, key)] = (message_id, text)
             else:
                 assert key is not None and message_id in sent[who]
 
@@ -284,6 +288,7 @@ async def run_api_ops(directory: str, ops: list[tuple[Any, ...]]) -> None:
                     f"{API}/messages/{target}", json={"content": op[3]}, headers=api.auth(tokens[who])
                 )
                 assert r.status_code == 200, r.text
+                edited.add(target)
             elif kind == "read":
                 up_to = every[op[2] % len(every)]
                 r = await api.http.post(f"{API}/sessions/s1/read", json={"up_to": up_to}, headers=api.auth(tokens[who]))

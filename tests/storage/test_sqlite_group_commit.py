@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pollchat.domain.errors import Conflict
+from pollchat.domain.errors import Conflict, Unavailable
 from pollchat.domain.records import NewMessage, User
 from pollchat.storage.sqlite import SQLiteStorage
 from pollchat.storage.sqlite_writer import GroupWriter
@@ -135,7 +135,9 @@ async def test_a_transaction_ended_by_sqlite_fails_the_whole_group(sqlite: SQLit
         sqlite.writer.run(aborts),
         return_exceptions=True,
     )
-    assert [type(o) for o in outcomes] == [sqlite3.OperationalError, sqlite3.OperationalError]
+    # The storage caller is told to retry; the writer's own caller sees what SQLite raised.
+    assert [type(o) for o in outcomes] == [Unavailable, sqlite3.OperationalError]
+    assert isinstance(outcomes[0].__cause__, sqlite3.OperationalError)
     assert await sqlite.get_session("s1") is None
 
 
@@ -207,7 +209,7 @@ async def test_close_commits_what_is_queued(tmp_path: Path, tick: Tick) -> None:
     await asyncio.sleep(0)
     await storage.close()
     assert all(s.done() and s.result()[0].created for s in sends)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(Unavailable):
         await storage.append([new("s1", "late")], author=author, now=now)
     reopened = SQLiteStorage(path)
     await reopened.open()

@@ -424,6 +424,22 @@ async def test_a_client_message_id_reused_for_another_message_is_an_idempotency_
     assert (replay.created, replay.error, replay.message) == (False, None, first)
 
 
+async def test_a_retry_of_a_send_edited_since_is_still_a_replay(
+    storage: Storage, make_user: MakeUser, tick: Tick
+) -> None:
+    """A reply is stored, then edited as it grows; the retry of its lost acknowledgement carries
+    the first content and must be answered with the message, not refused as a conflict."""
+    staff = await make_user("staff", "operator")
+    first = await append_one(storage, staff, new("s1", "", type="assistant", client_message_id="reply:1"), tick)
+    edited = await storage.edit(first.id, content="the full answer", now=tick())
+    (retry,) = await storage.append(
+        [new("s1", "", type="assistant", client_message_id="reply:1")], author=staff, now=tick()
+    )
+    assert (retry.created, retry.error, retry.message) == (False, None, edited)
+    (other_type,) = await storage.append([new("s1", "", client_message_id="reply:1")], author=staff, now=tick())
+    assert isinstance(other_type.error, Conflict) and other_type.error.code == "idempotency_conflict"
+
+
 async def test_an_idempotency_conflict_in_a_batch_fails_that_item_alone(
     storage: Storage, make_user: MakeUser, tick: Tick
 ) -> None:

@@ -71,11 +71,11 @@ def may_manage_users(user: User) -> bool:
 def is_replay(item: NewMessage, stored: Message) -> bool:
     """Whether ``item``, sent with the ``client_message_id`` of ``stored``, is a retry of that send.
 
-    A retry carries the same content and type; the same key with others is a client bug
+    A retry carries the same type and content; the same key with others is a client bug
     (``idempotency_conflict``), never a silent answer with a message the client did not send.
-    Once the message was edited its first content is gone, so a retry of the first send
-    (its acknowledgement lost, say) is recognised by the type alone.
+    A message edited since (an assistant's reply that grew) no longer holds the content it was
+    sent with, so there the type alone decides: a lost acknowledgement must still be answered.
     """
     if item.type != stored.type:
         return False
-    return stored.edited_at is not None or item.content == stored.content
+    return item.content == stored.content or stored.edited_at is not None

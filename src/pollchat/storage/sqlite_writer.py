@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from pollchat.storage.failure import closed, unavailable
+
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], T]
 
@@ -106,7 +108,7 @@ class GroupWriter:
         ``weight`` is roughly how many rows it writes (a batch's length); groups are cut by it.
         """
         if self._executor is None or self._closing:
-            raise RuntimeError("storage is not open")
+            raise closed()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append(_Pending(operation, max(1, weight), future))
@@ -152,7 +154,7 @@ class GroupWriter:
         except BaseException as exc:
             # Only reached when this task itself is cancelled (the loop is shutting down) or on
             # a bug here: no caller may wait forever on a group whose outcome it cannot learn.
-            error = exc if isinstance(exc, Exception) else RuntimeError("the SQLite writer stopped")
+            error = exc if isinstance(exc, Exception) else unavailable("the SQLite writer stopped")
             for pending in [*group, *self._queue]:
                 if not pending.future.done():
                     pending.future.set_exception(error)
@@ -165,7 +167,7 @@ class GroupWriter:
         """Run on the writer thread: one transaction for the whole group, one savepoint per operation."""
         conn = self._conn
         if conn is None:
-            return [_Outcome(error=RuntimeError("storage is not open"))] * len(operations)
+            return [_Outcome(error=closed())] * len(operations)
         outcomes: list[_Outcome] = []
         try:
             if conn.in_transaction:
@@ -189,11 +191,11 @@ class GroupWriter:
                     outcomes.append(_Outcome(value=value))
             conn.execute("COMMIT")
         except BaseException as exc:
-            if conn.in_transaction:
-                try:
+            try:
+                if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # the error that brought us here is the one to report
+            except sqlite3.Error:
+                pass  # the error that brought us here (a closed connection, say) is the one to report
             if not isinstance(exc, Exception):
                 raise
             return [_Outcome(error=exc)] * len(operations)
