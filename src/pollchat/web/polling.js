@@ -47,6 +47,9 @@ export class PollingChatService {
    * @param {PollingStrategy} [options.strategy] intervals; long polling by default
    * @param {Outbox} [options.outbox] the queue (persisted in localStorage when given a key)
    * @param {string|null} [options.clientName] kept on a session that a send creates
+   * @param {object} [options.clock] time and timers (environment.js); tests pass a fake one
+   * @param {function(): number} [options.rng] the random source of jitter
+   * @param {object} [options.environment] visibility and connectivity of the page
    */
   constructor({
     api,
@@ -72,12 +75,12 @@ export class PollingChatService {
     this._local = new Map(); // client_message_id -> our own message, every session
     this._waiters = new Map(); // client_message_id -> [resolve]
     this._listeners = { message: [], status: [], synced: [], unauthorized: [] };
-    this._pollNow = new Signal();
-    this._outboxChanged = new Signal();
-    this._senderWake = new Signal();
+    this._pollNow = new Signal(clock);
+    this._outboxChanged = new Signal(clock);
+    this._senderWake = new Signal(clock);
     // End waits that nothing else may cut short (Retry-After): a stop, a switch of session.
-    this._pollStopped = new Signal();
-    this._sendStopped = new Signal();
+    this._pollStopped = new Signal(clock);
+    this._sendStopped = new Signal(clock);
     this._generation = 0;
     this._pollTask = null;
     this._sendTask = null;
@@ -397,7 +400,7 @@ export class PollingChatService {
       const floor = retryAfter === null ? 0 : retryAfter * (1 + this.strategy.jitter * this._rng());
       delay = Math.max(delay, floor);
       if (delay > 0) {
-        this._setStatus({ nextPollAt: Date.now() + delay * 1000 });
+        this._setStatus({ nextPollAt: this._clock.now().getTime() + delay * 1000 });
         if (floor > 0) await this._pollStopped.wait(floor * 1000);
         if (current() && delay > floor) await this._pollNow.wait((delay - floor) * 1000);
         this._setStatus({ nextPollAt: null });
@@ -495,7 +498,7 @@ export class PollingChatService {
       signal,
     });
     if (response.status === 304) return null;
-    if (response.status !== 200) throw await refusal(response);
+    if (response.status !== 200) throw await refusal(response, this._clock.now());
     const body = await readJson(response);
     if (sessionId === this.sessionId) this._etag = response.headers.get("etag");
     return body;
@@ -599,7 +602,7 @@ export class PollingChatService {
           json: sendRequest(batch[0]),
           signal: controller.signal,
         });
-        if (response.status !== 200 && response.status !== 201) throw await refusal(response);
+        if (response.status !== 200 && response.status !== 201) throw await refusal(response, this._clock.now());
         const body = await readJson(response);
         this._settle(batch[0], body.message, null, null);
         return;
@@ -608,7 +611,7 @@ export class PollingChatService {
         json: { messages: batch.map(sendRequest) },
         signal: controller.signal,
       });
-      if (response.status !== 200) throw await refusal(response);
+      if (response.status !== 200) throw await refusal(response, this._clock.now());
       const body = await readJson(response);
       batch.forEach((item, index) => {
         const result = body.results[index] || {};
