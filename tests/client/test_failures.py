@@ -24,12 +24,12 @@ async def test_unreachable_server_goes_offline_backs_off_and_recovers(
     assert service.connection_status.state == "connected"
     assert service.connection_status.last_successful_poll == clock.now() - timedelta(seconds=1)
     first, held = server.seen("poll")
-    assert "wait" not in first.params and float(held.params["wait"]) == 30.0
+    assert "wait" not in first.params and held.params["wait"] == "25"
     assert first.at == held.at
-    await clock.run_for(30)
+    await clock.run_for(25)
     assert service.connection_status.state == "connected"
     connected_at = service.connection_status.last_successful_poll
-    assert connected_at == clock.now() - timedelta(seconds=1)  # the held poll answered at 30 s
+    assert connected_at == clock.now() - timedelta(seconds=1)  # the held poll answered at 25 s
 
     server.down = True
     await clock.run_until(lambda: service.connection_status.error_count == len(BACKOFF), within=400)
@@ -68,7 +68,7 @@ async def test_unreachable_server_goes_offline_backs_off_and_recovers(
     # Back: the poll that answered asked with wait=0, and long polls resumed right after it.
     await clock.settle()
     recovered, parked = server.seen("poll")[polls_before:]
-    assert "wait" not in recovered.params and float(parked.params["wait"]) == 30.0
+    assert "wait" not in recovered.params and parked.params["wait"] == "25"
     assert recovered.at == parked.at == clock.monotonic()
     assert server.gets_in_flight == 1
 
@@ -107,7 +107,7 @@ async def test_server_errors_are_errors_and_one_success_resets(
     # The server answered, so this is an error, not being offline.
     assert (status.state, status.error_count) == ("error", 1)
     assert status.last_error is not None
-    assert float(server.seen("poll")[-1].params["wait"]) == 30.0  # the failed poll was a long one
+    assert server.seen("poll")[-1].params["wait"] == "25"  # the failed poll was a long one
     failed = len(server.seen("poll"))
     await clock.run_for(4)
     # One success resets at once: the retry asks with wait=0, so it answers without being held ...
@@ -116,7 +116,7 @@ async def test_server_errors_are_errors_and_one_success_resets(
     retry, parked = server.seen("poll")[failed:]
     assert "wait" not in retry.params
     # ... and long polls resume right after it.
-    assert float(parked.params["wait"]) == 30.0 and parked.at == retry.at
+    assert parked.params["wait"] == "25" and parked.at == retry.at
     await clock.run_for(30)
     assert service.connection_status.state == "connected"
     assert service.connection_status.error_count == 0
@@ -162,7 +162,7 @@ async def test_server_errors_in_a_row_stay_errors_never_offline(
     # The poll that answered asked with wait=0; long polls resume right after it.
     await clock.settle()
     retry, parked = server.seen("poll")[failed:]
-    assert "wait" not in retry.params and float(parked.params["wait"]) == 30.0
+    assert "wait" not in retry.params and parked.params["wait"] == "25"
     assert service.stats.errors == 5
 
 
@@ -187,7 +187,7 @@ async def test_dropped_connections_go_offline_on_the_third_in_a_row(
     assert recorder.states()[-3:] == ["offline", "polling", "connected"]
     await clock.settle()
     retry, parked = server.seen("poll")[failed:]
-    assert "wait" not in retry.params and float(parked.params["wait"]) == 30.0
+    assert "wait" not in retry.params and parked.params["wait"] == "25"
 
 
 @pytest.mark.parametrize(("status", "retry_after"), [(429, 20.0), (503, 45.0)])
@@ -235,7 +235,7 @@ async def test_a_missing_session_is_created_without_an_error(
     # Not connected yet, so the poll after creating the session asks with wait=0 too; once
     # it answers, a long poll is parked.
     assert [r.route for r in server.requests] == ["poll", "sessions", "poll", "poll"]
-    assert [r.params.get("wait") for r in server.seen("poll")] == [None, None, "30.0"]
+    assert [r.params.get("wait") for r in server.seen("poll")] == [None, None, "25"]
     assert service.connection_status.state == "connected"
     assert server.seen("sessions")[0].body == {"id": "fresh", "client_name": "tests"}
     assert server.sessions["fresh"].owner == "u_alice"

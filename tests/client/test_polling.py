@@ -60,12 +60,12 @@ async def test_long_polls_go_out_again_at_once_with_wait(
     await clock.run_for(1)
 
     # The first poll asks with wait=0 and answers at once; from then on each empty long poll
-    # is held 30 s by the server, the next one follows at once, and a message ends the held
+    # is held 25 s by the server, the next one follows at once, and a message ends the held
     # poll immediately.
-    assert poll_times(server, clock) == [0, 0, 30, 60, 90, 95]
+    assert poll_times(server, clock) == [0, 0, 25, 50, 75, 95]
     first, *long_polls = server.seen("poll")
     assert "wait" not in first.params
-    assert all(float(r.params["wait"]) == 30.0 for r in long_polls)
+    assert all(r.params["wait"] == "25" for r in long_polls)
     assert clock.poll_sleeps() == []
     assert [(at - 1000.0, e.kind, e.message.content) for at, e in recorder.log if isinstance(e, MessageEvent)] == [
         (95.0, "new", "hello")
@@ -141,11 +141,11 @@ async def test_set_polling_interval_switches_to_fixed_short_polls(
     service.set_polling_interval(5)
     await clock.run_for(100)
     polls = server.seen("poll")
-    # After the first (wait=0) poll, the held long poll finishes (20 s later), then fixed 5 s
+    # After the first (wait=0) poll, the held long poll finishes (15 s later), then fixed 5 s
     # short polls, jittered.
     assert "wait" not in polls[0].params and "wait" in polls[1].params
     assert all("wait" not in r.params for r in polls[2:])
-    assert within_jitter(polls[2].at - polls[1].at - 30, 5.0)
+    assert within_jitter(polls[2].at - polls[1].at - 25, 5.0)
     assert len(clock.poll_sleeps()) >= 12
     assert all(within_jitter(s, 5.0) for s in clock.poll_sleeps())
     assert service.strategy.mode == "short"

@@ -72,6 +72,11 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def _query_number(value: float) -> str:
+    """A number as the browser client writes it in a query string: ``25`` and ``12.5``, never ``25.0``."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
 def _refusal(response: httpx.Response) -> RequestFailed:
     try:
         body = response.json()
@@ -405,7 +410,7 @@ class PollingChatService:
         if since:
             params["since"] = since
         if wait:
-            params["wait"] = wait
+            params["wait"] = _query_number(wait)
         headers = {"If-None-Match": etag} if etag and not wait else {}
         timeout = httpx.Timeout(self._timeout, read=wait + self._timeout)
         response = await self._request("GET", f"{API}/messages", params=params, headers=headers, timeout=timeout)

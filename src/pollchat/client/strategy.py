@@ -19,7 +19,9 @@ class PollingStrategy:
     """Polling intervals in seconds (the seed's defaults)."""
 
     mode: Literal["long", "short"] = "long"
-    long_poll_wait: float = 30.0
+    # Below the 60 s after which proxies and load balancers commonly cut an idle request, and the
+    # same as the browser client's (web/strategy.js).
+    long_poll_wait: float = 25.0
     base_interval: float = 3.0
     max_interval: float = 30.0
     backoff_multiplier: float = 1.5
