@@ -342,15 +342,16 @@ class PollingChatService:
                 self._failed(exc, errors)
             since = None if self._last_activity is None else self._clock.monotonic() - self._last_activity
             delay = self.strategy.poll_delay(errors=errors, seconds_since_activity=since, rng=self._rng)
-            if retry_after is not None:
-                delay = max(delay, retry_after * (1 + self.strategy.jitter * self._rng.random()))
+            # The server's Retry-After (e.g. a poll rate limit) is a floor that no send cuts short;
+            # the rest of the delay is ours, and a send may end it early.
+            floor = 0.0 if retry_after is None else self.strategy.retry_after_delay(retry_after, self._rng)
+            delay = max(delay, floor)
             if delay > 0:
                 self._poll_now.clear()
-                if retry_after is not None:
-                    # The server asked for this pause (e.g. a poll rate limit): a send must not cut it short.
-                    await self._clock.sleep(delay)
-                else:
-                    await self._sleep_or_wake(delay)
+                if floor > 0:
+                    await self._clock.sleep(floor)
+                if delay > floor:
+                    await self._sleep_or_wake(delay - floor)
 
     async def _sleep_or_wake(self, delay: float) -> None:
         # A send wakes a short-polling client early: an answer is likely soon.

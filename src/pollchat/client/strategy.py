@@ -4,7 +4,9 @@ Long polling is the default: the server holds the request, so the next poll goes
 as the previous one answers. Short polling adapts: ``active_interval`` while the chat is busy,
 ``inactive_interval`` when idle, and after errors the interval grows by ``backoff_multiplier``
 up to ``max_interval``. Every delay gets random jitter so that clients cut off together by a
-server restart do not come back in the same second.
+server restart do not come back in the same second; jitter never takes a delay past
+``max_interval``, and only the server's own ``Retry-After`` may ask for a longer pause.
+The browser client's ``web/strategy.js`` follows the same rules.
 """
 
 from __future__ import annotations
@@ -55,5 +57,13 @@ class PollingStrategy:
         delays = self.send_retry_delays
         return self._jittered(delays[min(attempt, len(delays)) - 1], rng)
 
+    def retry_after_delay(self, seconds: float, rng: random.Random) -> float:
+        """The pause for a server's ``Retry-After: seconds``: at least that, jittered up to ``max_interval``.
+
+        Waiting less would be refused again; the jitter spreads out the clients that were told
+        the same thing at once, but past ``max_interval`` only the server may take the pause.
+        """
+        return min(seconds * (1 + self.jitter * rng.random()), max(seconds, self.max_interval))
+
     def _jittered(self, delay: float, rng: random.Random) -> float:
-        return max(0.0, delay * (1 + self.jitter * (2 * rng.random() - 1)))
+        return min(self.max_interval, max(0.0, delay * (1 + self.jitter * (2 * rng.random() - 1))))

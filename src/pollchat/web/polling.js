@@ -397,7 +397,7 @@ export class PollingChatService {
       });
       // The server's Retry-After is a floor that no wake-up cuts short; the rest of the delay is
       // ours, and a send, a visible tab or "retry now" may end it early.
-      const floor = retryAfter === null ? 0 : retryAfter * (1 + this.strategy.jitter * this._rng());
+      const floor = retryAfter === null ? 0 : this.strategy.retryAfterDelay(retryAfter, this._rng);
       delay = Math.max(delay, floor);
       if (delay > 0) {
         this._setStatus({ nextPollAt: this._clock.now().getTime() + delay * 1000 });

@@ -4,7 +4,8 @@
 // as the previous one answers. Short polling adapts: `activeInterval` while the chat is busy,
 // `inactiveInterval` when idle. After errors the delay grows by `backoffMultiplier` up to
 // `maxInterval`. A hidden tab polls less often. Every delay gets random jitter so that clients
-// cut off together by a server restart do not all come back in the same second.
+// cut off together by a server restart do not all come back in the same second; jitter never
+// takes a delay past `maxInterval`, and only the server's own Retry-After may ask for longer.
 
 export const DEFAULTS = Object.freeze({
   mode: "long", // "long" or "short"
@@ -64,6 +65,14 @@ export class PollingStrategy {
   sendDelay(attempt, rng = Math.random) {
     const delays = this.sendRetryDelays;
     return this.jittered(delays[Math.min(attempt, delays.length) - 1], rng);
+  }
+
+  /**
+   * The pause for a server's `Retry-After: seconds`: at least that, jittered up to `maxInterval`.
+   * Waiting less would be refused again; past `maxInterval` only the server may take the pause.
+   */
+  retryAfterDelay(seconds, rng = Math.random) {
+    return Math.min(seconds * (1 + this.jitter * rng()), Math.max(seconds, this.maxInterval));
   }
 
   /** `delay` +- `jitter`, never more than `maxInterval`. */
