@@ -14,9 +14,12 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -64,12 +67,20 @@ class RequestFailed(Exception):
         self.code = code
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx.Response, now: datetime) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date, counted from ``now``), or None."""
     value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    if re.fullmatch(r"\d+(\.\d+)?", value.strip()):  # not float(): "inf" would pause for ever
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:  # "-0000": UTC, says RFC 5322
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - now).total_seconds())
 
 
 def _query_number(value: float) -> str:
@@ -77,14 +88,15 @@ def _query_number(value: float) -> str:
     return str(int(value)) if value == int(value) else repr(value)
 
 
-def _refusal(response: httpx.Response) -> RequestFailed:
+def _refusal(response: httpx.Response, now: datetime) -> RequestFailed:
+    """The RequestFailed for a non-success answer received at ``now``; 408, 425, 429 and 5xx are transient."""
     try:
         body = response.json()
         message, code = str(body.get("error") or response.reason_phrase), body.get("code")
     except (ValueError, AttributeError):
         message, code = f"HTTP {response.status_code}", None
     transient = response.status_code in (408, 425, 429) or response.status_code >= 500
-    return RequestFailed(message, transient=transient, retry_after=_retry_after(response), code=code)
+    return RequestFailed(message, transient=transient, retry_after=_retry_after(response, now), code=code)
 
 
 class PollingChatService:
@@ -300,7 +312,7 @@ class PollingChatService:
         """The id of the user this service's token belongs to."""
         response = await self._request("GET", "/api/v1/admin/users/me")
         if response.status_code != 200:
-            raise _refusal(response)
+            raise _refusal(response, self._clock.now())
         return str(response.json()["user"]["id"])
 
     async def get_messages(self, session_id: str, last_message_id: str | None = None) -> list[ChatMessage]:
@@ -418,7 +430,7 @@ class PollingChatService:
         if response.status_code == 304:
             return None
         if response.status_code != 200:
-            raise _refusal(response)
+            raise _refusal(response, self._clock.now())
         if session_id == self.session_id:
             self._etag = response.headers.get("etag")
         body: dict[str, Any] = response.json()
@@ -497,12 +509,12 @@ class PollingChatService:
             if response.status_code in (200, 201):
                 self._settle(batch[0], response.json()["message"], None, None)
                 return
-            raise _refusal(response)
+            raise _refusal(response, self._clock.now())
         response = await self._request(
             "POST", f"{API}/messages/batch", json={"messages": [i.request(self.client_name) for i in batch]}
         )
         if response.status_code != 200:
-            raise _refusal(response)
+            raise _refusal(response, self._clock.now())
         for item, result in zip(batch, response.json()["results"], strict=True):
             self._settle(item, result.get("message"), result.get("error"), result.get("code"))
 

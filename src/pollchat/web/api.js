@@ -42,8 +42,8 @@ export class RequestFailed extends Error {
 export function retryAfterOf(response, now = new Date()) {
   const value = response.headers.get("retry-after");
   if (value === null) return null;
-  const seconds = Number(value);
-  if (value.trim() !== "" && Number.isFinite(seconds)) return Math.max(0, seconds);
+  // Digits only: Number() would also take "0x10" or "1e9".
+  if (/^\d+(\.\d+)?$/.test(value.trim())) return Number(value);
   const date = Date.parse(value);
   return Number.isNaN(date) ? null : Math.max(0, (date - now.getTime()) / 1000);
 }
