@@ -14,16 +14,14 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
+from pollchat.client.answer import Page, RequestFailed, page, query_number, refusal
 from pollchat.client.clock import Clock, SystemClock
 from pollchat.client.models import (
     ChatMessage,
@@ -44,59 +42,6 @@ MAX_BATCH = 100
 CURSOR_REFUSED = frozenset({"bad_cursor", "cursor_wrong_session", "cursor_ahead", "unknown_message"})
 MessageCallback = Callable[[MessageEvent], None]
 StatusCallback = Callable[[ConnectionStatus], None]
-
-
-class RequestFailed(Exception):
-    """A request that did not get a usable answer."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        transient: bool,
-        offline: bool = False,
-        network: bool = False,
-        retry_after: float | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.transient = transient
-        self.offline = offline
-        self.network = network or offline
-        self.retry_after = retry_after
-        self.code = code
-
-
-def _retry_after(response: httpx.Response, now: datetime) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date, counted from ``now``), or None."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    if re.fullmatch(r"\d+(\.\d+)?", value.strip()):  # not float(): "inf" would pause for ever
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:  # "-0000": UTC, says RFC 5322
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - now).total_seconds())
-
-
-def _query_number(value: float) -> str:
-    """A number as the browser client writes it in a query string: ``25`` and ``12.5``, never ``25.0``."""
-    return str(int(value)) if value == int(value) else repr(value)
-
-
-def _refusal(response: httpx.Response, now: datetime) -> RequestFailed:
-    """The RequestFailed for a non-success answer received at ``now``; 408, 425, 429 and 5xx are transient."""
-    try:
-        body = response.json()
-        message, code = str(body.get("error") or response.reason_phrase), body.get("code")
-    except (ValueError, AttributeError):
-        message, code = f"HTTP {response.status_code}", None
-    transient = response.status_code in (408, 425, 429) or response.status_code >= 500
-    return RequestFailed(message, transient=transient, retry_after=_retry_after(response, now), code=code)
 
 
 class PollingChatService:
@@ -312,7 +257,7 @@ class PollingChatService:
         """The id of the user this service's token belongs to."""
         response = await self._request("GET", "/api/v1/admin/users/me")
         if response.status_code != 200:
-            raise _refusal(response, self._clock.now())
+            raise refusal(response, self._clock.now())
         return str(response.json()["user"]["id"])
 
     async def get_messages(self, session_id: str, last_message_id: str | None = None) -> list[ChatMessage]:
@@ -321,11 +266,11 @@ class PollingChatService:
         since = last_message_id
         while True:
             async with self._poll_lock:
-                body = await self._get(session_id, since=since, wait=0, etag=None)
-            assert body is not None
-            messages += [ChatMessage.from_api(m) for m in body["messages"]]
-            since = body["cursor"]
-            if not body["has_more"]:
+                answer = await self._get(session_id, since=since, wait=0, etag=None)
+            assert answer is not None
+            messages += answer.messages
+            since = answer.cursor
+            if not answer.has_more:
                 return messages
 
     # polling
@@ -400,41 +345,40 @@ class PollingChatService:
         async with self._poll_lock:
             if self._status.state != "connected" or self._status.error_count:
                 self._set_status(state="polling")
-            body = await self._get(self.session_id, since=self._cursor, wait=wait, etag=self._etag)
+            answer = await self._get(self.session_id, since=self._cursor, wait=wait, etag=self._etag)
         self._set_status(
             state="connected", error_count=0, retry_attempts=0, last_successful_poll=self._clock.now(), last_error=None
         )
-        if body is None:  # 304
+        if answer is None:  # 304
             self.stats.not_modified += 1
             return False
-        messages = body["messages"]
-        if messages:
+        if answer.messages:
             self.stats.useful_polls += 1
         else:
             self.stats.empty_polls += 1
-        for data in messages:
-            self._receive(ChatMessage.from_api(data))
-        self._cursor = body["cursor"]
+        for message in answer.messages:
+            self._receive(message)
+        self._cursor = answer.cursor
         self._outbox.set_cursor(self._cursor)
-        return bool(body["has_more"])
+        return answer.has_more
 
-    async def _get(self, session_id: str, *, since: str | None, wait: float, etag: str | None) -> dict[str, Any] | None:
+    async def _get(self, session_id: str, *, since: str | None, wait: float, etag: str | None) -> Page | None:
         params: dict[str, Any] = {"session_id": session_id}
         if since:
             params["since"] = since
         if wait:
-            params["wait"] = _query_number(wait)
+            params["wait"] = query_number(wait)
         headers = {"If-None-Match": etag} if etag and not wait else {}
         timeout = httpx.Timeout(self._timeout, read=wait + self._timeout)
         response = await self._request("GET", f"{API}/messages", params=params, headers=headers, timeout=timeout)
         if response.status_code == 304:
             return None
         if response.status_code != 200:
-            raise _refusal(response, self._clock.now())
+            raise refusal(response, self._clock.now())
+        answer = page(response)
         if session_id == self.session_id:
             self._etag = response.headers.get("etag")
-        body: dict[str, Any] = response.json()
-        return body
+        return answer
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         started = self._clock.monotonic()
@@ -443,16 +387,19 @@ class PollingChatService:
             response = await self._http.request(method, url, **kwargs)
         except httpx.ConnectError as exc:
             raise RequestFailed(f"cannot reach the server: {exc}", transient=True, offline=True) from exc
+        except httpx.TimeoutException as exc:
+            raise RequestFailed("the server did not answer in time", transient=True, timed_out=True) from exc
         except httpx.TransportError as exc:
-            raise RequestFailed(f"connection failed: {type(exc).__name__}", transient=True, network=True) from exc
+            raise RequestFailed(f"connection failed: {type(exc).__name__}", transient=True, offline=True) from exc
         self.stats.record_latency(self._clock.monotonic() - started)
         return response
 
     def _failed(self, exc: RequestFailed, errors: int) -> None:
         self.stats.errors += 1
-        # Offline: the server cannot be reached, or connections keep breaking. A server that
-        # answers, even with 5xx, is reachable: that is an error, not offline.
-        state: ConnectionState = "offline" if exc.offline or (exc.network and errors >= 3) else "error"
+        # Offline: no answer came (no connection, a connection cut, nothing in time). A server
+        # that answers, even with 5xx or a proxy's page, is reachable: that is an error. The
+        # browser client draws the same line, where fetch cannot tell a refusal from a reset.
+        state: ConnectionState = "offline" if exc.offline else "error"
         self._set_status(state=state, error_count=errors, retry_attempts=errors, last_error=str(exc))
 
     def _receive(self, message: ChatMessage) -> None:
@@ -509,12 +456,12 @@ class PollingChatService:
             if response.status_code in (200, 201):
                 self._settle(batch[0], response.json()["message"], None, None)
                 return
-            raise _refusal(response, self._clock.now())
+            raise refusal(response, self._clock.now())
         response = await self._request(
             "POST", f"{API}/messages/batch", json={"messages": [i.request(self.client_name) for i in batch]}
         )
         if response.status_code != 200:
-            raise _refusal(response, self._clock.now())
+            raise refusal(response, self._clock.now())
         for item, result in zip(batch, response.json()["results"], strict=True):
             self._settle(item, result.get("message"), result.get("error"), result.get("code"))
 

@@ -500,6 +500,10 @@ export class PollingChatService {
     if (response.status === 304) return null;
     if (response.status !== 200) throw await refusal(response, this._clock.now());
     const body = await readJson(response);
+    if (!body || !Array.isArray(body.messages) || typeof body.cursor !== "string") {
+      // A 200 that is no page (a captive portal's HTML, a proxy's JSON): an error like any bad answer.
+      throw new RequestFailed("unexpected answer: not a page of messages", { transient: true, status: 200 });
+    }
     if (sessionId === this.sessionId) this._etag = response.headers.get("etag");
     return body;
   }
@@ -519,7 +523,10 @@ export class PollingChatService {
 
   _failed(exc, errors) {
     this.stats.errors += 1;
-    const state = exc.offline || !this._env.online() || (exc.transient && errors >= 3) ? "offline" : "error";
+    // Offline: no answer came (fetch cannot tell a refused connection from a reset one), or the
+    // browser says it has no network. A server that answers, even with 5xx or a proxy's page,
+    // is reachable: that is an error. The Python client draws the same line.
+    const state = exc.offline || !this._env.online() ? "offline" : "error";
     this._setStatus({
       state,
       errorCount: errors,
