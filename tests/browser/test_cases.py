@@ -140,6 +140,8 @@ window.replayCase = async (spec) => {
     events.push([kind, id, message.content, message.status]);
   });
   service.on("status", (status) => states.push(status.state));
+  let unauthorized = 0;
+  service.on("unauthorized", () => { unauthorized += 1; });
   for (const action of spec.actions) clock.setTimeout(() => service.enqueue(action.send), action.at * 1000);
   service.startPolling();
   await clock.runFor(spec.run_for);
@@ -154,6 +156,7 @@ window.replayCase = async (spec) => {
       polling_active: status.pollingActive,
       last_error: status.lastError,
     },
+    unauthorized,
   };
   const stopped = service.stopPolling();
   await clock.runFor(0);

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pollchat.client import ConnectionStatus, MessageEvent, PollingChatService, PollingStrategy
+from pollchat.client import ConnectionStatus, MessageEvent, PollingChatService, PollingStrategy, RequestFailed
 from tests.client.conftest import BASE_URL, TOKEN, FakeClock
 from tests.client_cases import CASES, Case, check, collapse, event_record, request_record, route_of
 
@@ -101,8 +101,10 @@ async def replay(case: Case) -> dict[str, Any]:
     def on_status(status: ConnectionStatus) -> None:
         states.append(status.state)
 
+    unauthorized: list[RequestFailed] = []
     service.on_message(on_message)
     service.on_status(on_status)
+    service.on_unauthorized(unauthorized.append)
 
     async def act(action: dict[str, Any]) -> None:
         await clock.wait(float(action["at"]))
@@ -127,6 +129,7 @@ async def replay(case: Case) -> dict[str, Any]:
                 "polling_active": status.polling_active,
                 "last_error": status.last_error,
             },
+            "unauthorized": len(unauthorized),
         }
     finally:
         for task in actions:

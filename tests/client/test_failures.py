@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from pollchat.client import PollingStrategy
+from pollchat.client import PollingStrategy, RequestFailed
 from tests.client.conftest import SESSION, FakeClock, FakeServer, Recorder, ServiceFactory, within_jitter
 
 BACKOFF = [3.0, 4.5, 6.75, 10.125, 15.1875, 22.78125, 30.0, 30.0, 30.0, 30.0]
@@ -244,18 +244,30 @@ async def test_a_missing_session_is_created_without_an_error(
     assert service.stats.errors == 0
 
 
-async def test_a_refused_token_is_an_error_that_keeps_backing_off(
-    clock: FakeClock, server: FakeServer, make_service: ServiceFactory
+async def test_a_refused_token_stops_both_loops_and_keeps_the_queue(
+    clock: FakeClock, server: FakeServer, make_service: ServiceFactory, state_path: str
 ) -> None:
-    service = make_service(token="tok-wrong", strategy=PollingStrategy(jitter=0))
+    """A 401 cannot be cured by retrying: no more polls or sends, and what was typed is not lost."""
+    service = make_service(token="tok-wrong", state_path=state_path)
+    refusals: list[RequestFailed] = []
+    service.on_unauthorized(refusals.append)
     await service.start_polling()
+    response = await service.send_message("typed before the token was revoked")
+    assert (response.success, response.error) == (False, "missing or unknown token")
     await clock.run_for(100)
     status = service.connection_status
-    assert status.state == "error"
-    assert status.last_error == "missing or unknown token"
-    # It does not hammer the server: the same backoff as any failure.
-    assert clock.poll_sleeps()[:6] == BACKOFF[:6]
-    assert len(server.seen("poll")) <= 10
+    assert (status.state, status.last_error, status.polling_active) == ("error", "missing or unknown token", False)
+    assert [r.route for r in server.requests] == ["poll", "send"]
+    assert len(refusals) == 1 and refusals[0].status == 401
+    # The message waits, in the state file too, for a service with a valid token.
+    assert [m.content for m in service.pending] == ["typed before the token was revoked"]
+    again = make_service(state_path=state_path)
+    await again.start_polling()
+    await clock.run_for(1)
+    assert server.contents() == ["typed before the token was revoked"]
+    # A send after the refusal hears it at once instead of waiting for ever.
+    later = await service.send_message("and one more")
+    assert (later.success, later.error) == (False, "missing or unknown token")
 
 
 async def test_polling_stops_and_restarts(clock: FakeClock, server: FakeServer, make_service: ServiceFactory) -> None:

@@ -50,7 +50,7 @@ STRATEGY_FIELDS = {
     "send_retry_delays",
 }
 CASE_KEYS = {"name", "about", "strategy", "random", "request_timeout", "run_for", "answers", "actions", "expect"}
-EXPECT_KEYS = {"requests", "events", "states", "status"}
+EXPECT_KEYS = {"requests", "events", "states", "status", "unauthorized"}
 STATUS_KEYS = {"state", "error_count", "polling_active", "last_error"}
 
 
@@ -156,6 +156,7 @@ def _case(data: dict[str, Any], source: str) -> Case:
     _check_keys(f"{name}: strategy", strategy, STRATEGY_FIELDS)
     expect = dict(data["expect"])
     _check_keys(f"{name}: expect", expect, EXPECT_KEYS)
+    expect.setdefault("unauthorized", 0)  # a refused token is news the application must never miss
     if "status" in expect:
         _check_keys(f"{name}: expect.status", expect["status"], STATUS_KEYS)
     for action in data.get("actions", []):
@@ -222,10 +223,10 @@ def collapse(states: list[str]) -> list[str]:
 
 
 def check(case: Case, observed: dict[str, Any]) -> None:
-    """Assert that ``observed`` (requests, events, states, status) is what ``case`` expects."""
+    """Assert that ``observed`` (requests, events, states, status, unauthorized) is what ``case`` expects."""
     expect = case.expect
     problems: list[str] = []
-    for key in ("requests", "events", "states"):
+    for key in ("requests", "events", "states", "unauthorized"):
         if key in expect and observed[key] != expect[key]:
             problems.append(f"{key}:\n  expected {_show(expect[key])}\n  observed {_show(observed[key])}")
     if "status" in expect:

@@ -42,6 +42,7 @@ MAX_BATCH = 100
 CURSOR_REFUSED = frozenset({"bad_cursor", "cursor_wrong_session", "cursor_ahead", "unknown_message"})
 MessageCallback = Callable[[MessageEvent], None]
 StatusCallback = Callable[[ConnectionStatus], None]
+UnauthorizedCallback = Callable[[RequestFailed], None]
 
 
 class PollingChatService:
@@ -100,6 +101,9 @@ class PollingChatService:
         self._sender: asyncio.Task[None] | None = None
         self._message_callbacks: list[MessageCallback] = []
         self._status_callbacks: list[StatusCallback] = []
+        self._unauthorized_callbacks: list[UnauthorizedCallback] = []
+        self._unauthorized_reported = False
+        self._send_refused: RequestFailed | None = None  # the 401 that stopped the sender
         self._subscribers: list[asyncio.Queue[MessageEvent | ConnectionStatus]] = []
         self._status = ConnectionStatus(state="offline")
         self._last_activity: float | None = None
@@ -132,6 +136,10 @@ class PollingChatService:
         """Call ``callback`` whenever the connection status changes."""
         self._status_callbacks.append(callback)
 
+    def on_unauthorized(self, callback: UnauthorizedCallback) -> None:
+        """Call ``callback`` once when the server refuses the token (401); polling and sending have stopped."""
+        self._unauthorized_callbacks.append(callback)
+
     def events(self) -> AsyncIterator[MessageEvent | ConnectionStatus]:
         """Every message event and status change from now on, as an async iterator.
 
@@ -152,15 +160,17 @@ class PollingChatService:
             self._subscribers.remove(queue)
 
     async def start_polling(self) -> None:
-        """Start the poller and the sender (either may be running already)."""
-        if self._poller is None:
+        """Start the poller and the sender (either may be running already, or stopped by a 401)."""
+        self._unauthorized_reported = False
+        if self._poller is None or self._poller.done():
             self._set_status(polling_active=True)
             self._poller = asyncio.create_task(self._poll_loop(), name=f"pollchat-poll-{self.session_id}")
         await self.start_sending()
 
     async def start_sending(self) -> None:
         """Start only the sender (for scripts that send without following the session)."""
-        if self._sender is None:
+        if self._sender is None or self._sender.done():
+            self._send_refused = None
             self._sender = asyncio.create_task(self._send_loop(), name=f"pollchat-send-{self.session_id}")
 
     async def stop_polling(self) -> None:
@@ -217,7 +227,8 @@ class PollingChatService:
         """Send a message; returns once the server acknowledged it or refused it for good.
 
         The message is queued first, so while the server is unreachable this waits (the sender
-        keeps retrying); the polling tasks must be running.
+        keeps retrying); the polling tasks must be running. When the server refuses the token,
+        this returns the refusal at once and the message stays queued.
         """
         message = self.enqueue(content, type=type, metadata=metadata)
         assert message.client_message_id is not None
@@ -228,6 +239,9 @@ class PollingChatService:
         current = self._local.get(client_message_id)
         if current is not None and current.status not in ("sending",):
             return self._response(current)
+        if self._send_refused is not None:
+            exc = self._send_refused
+            return MessageResponse(False, None, error=str(exc), code=exc.code, message=current)
         future = self._waiters.get(client_message_id)
         if future is None:
             future = asyncio.get_running_loop().create_future()
@@ -285,6 +299,13 @@ class PollingChatService:
                 if has_more:
                     continue
             except RequestFailed as exc:
+                if exc.status == 401:
+                    # The token is refused: every poll would be. Stop, and say so, until the
+                    # application starts polling again (with a service holding a new token).
+                    self._failed(exc, errors + 1)
+                    self._set_status(polling_active=False)
+                    self._report_unauthorized(exc)
+                    return
                 if exc.code == "session_not_found" and await self._create_session():
                     continue
                 if exc.code in CURSOR_REFUSED and self._cursor is not None and self._cursor != self._given_cursor:
@@ -433,12 +454,19 @@ class PollingChatService:
                 await self._send_batch(batch)
                 attempt = 0
             except RequestFailed as exc:
+                if exc.status == 401:
+                    # Refused for who sends, not for what: the queue is kept (in the state file
+                    # too) for a later start with a valid token; waiting callers hear why now.
+                    self._send_refused = exc
+                    self._release_waiters(exc)
+                    self._report_unauthorized(exc)
+                    return
                 if not exc.transient and len(batch) > 1:
                     # A server with a smaller batch limit: send the backlog one by one.
                     one_by_one = True
                     continue
                 if not exc.transient:
-                    # The whole request was refused (e.g. a bad token): fail the head only,
+                    # The whole request was refused (e.g. a closed session): fail the head only,
                     # so the queue keeps moving and the application sees why.
                     self._settle(batch[0], None, str(exc), exc.code)
                     continue
@@ -484,6 +512,24 @@ class PollingChatService:
         if future is not None and not future.done():
             future.set_result(response)
         self._poll_now.set()
+
+    def _release_waiters(self, exc: RequestFailed) -> None:
+        for client_message_id, future in list(self._waiters.items()):
+            if not future.done():
+                message = self._local.get(client_message_id)
+                future.set_result(MessageResponse(False, None, error=str(exc), code=exc.code, message=message))
+        self._waiters.clear()
+
+    def _report_unauthorized(self, exc: RequestFailed) -> None:
+        # Once, whichever loop hears it first: the application has one thing to do (sign in again).
+        if self._unauthorized_reported:
+            return
+        self._unauthorized_reported = True
+        for callback in self._unauthorized_callbacks:
+            try:
+                callback(exc)
+            except Exception:
+                logger.exception("a pollchat callback failed")
 
     # helpers
 

@@ -94,6 +94,8 @@ export class PollingChatService {
     this._fallbackUntil = 0;
     this._synced = false;
     this._unlisten = null;
+    this._unauthorizedReported = false;
+    this._sendRefused = null; // the 401 that stopped the sender
     this._status = Object.freeze({
       state: "offline",
       lastSuccessfulPoll: null,
@@ -165,6 +167,8 @@ export class PollingChatService {
   startPolling() {
     if (this._running) return;
     this._running = true;
+    this._unauthorizedReported = false;
+    this._sendRefused = null;
     this._unlisten = this._env.listen(
       () => this.wake(),
       () => {
@@ -224,7 +228,10 @@ export class PollingChatService {
       this._seen.clear();
       this._synced = false;
       this._lastActivity = null;
-      if (this._running && sessionId) this._pollTask = this._pollLoop(this._generation);
+      if (this._running && sessionId) {
+        this._setStatus({ pollingActive: true });
+        this._pollTask = this._pollLoop(this._generation);
+      }
     });
     return this._switching;
   }
@@ -289,6 +296,7 @@ export class PollingChatService {
   waitFor(clientMessageId) {
     const current = this._local.get(clientMessageId);
     if (current && current.status !== "sending") return Promise.resolve(this._response(current));
+    if (this._sendRefused) return Promise.resolve(this._refused(this._sendRefused, current || null));
     return new Promise((resolve) => {
       const list = this._waiters.get(clientMessageId) || [];
       list.push(resolve);
@@ -365,8 +373,10 @@ export class PollingChatService {
         if (!current() || exc.cancelled) break;
         exc = asFailure(exc);
         if (exc.status === 401) {
-          this._setStatus({ state: "error", lastError: exc.message });
-          this._emit("unauthorized", exc);
+          // The token is refused: every poll would be. Stop, and say so; the page signs in again.
+          this._failed(exc, errors + 1);
+          this._setStatus({ pollingActive: false });
+          this._reportUnauthorized(exc);
           break;
         }
         if (exc.code === "session_not_found" && (await this._createSession(this.sessionId))) continue;
@@ -573,7 +583,11 @@ export class PollingChatService {
         if (!this._running || exc.cancelled) break;
         exc = asFailure(exc);
         if (exc.status === 401) {
-          this._emit("unauthorized", exc);
+          // Refused for who sends, not for what: the queue is kept (in localStorage too) for a
+          // later start with a valid token; waiting callers hear why now.
+          this._sendRefused = exc;
+          this._releaseWaiters(exc);
+          this._reportUnauthorized(exc);
           break;
         }
         if (!exc.transient && batch.length > 1) {
@@ -656,6 +670,25 @@ export class PollingChatService {
     waiters.forEach((resolve) => resolve(response));
     // An answer is likely soon: a short-polling client asks early.
     this._pollNow.set();
+  }
+
+  _releaseWaiters(exc) {
+    for (const [id, waiters] of this._waiters) {
+      const response = this._refused(exc, this._local.get(id) || null);
+      waiters.forEach((resolve) => resolve(response));
+    }
+    this._waiters.clear();
+  }
+
+  _refused(exc, message) {
+    return { success: false, message_id: null, error: exc.message, code: exc.code, message };
+  }
+
+  _reportUnauthorized(exc) {
+    // Once, whichever loop hears it first: the page has one thing to do (sign in again).
+    if (this._unauthorizedReported) return;
+    this._unauthorizedReported = true;
+    this._emit("unauthorized", exc);
   }
 
   // helpers
