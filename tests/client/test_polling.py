@@ -84,6 +84,24 @@ async def test_long_poll_wait_is_configurable(
     assert poll_times(server, clock) == [0, 0, 20, 40]
 
 
+@pytest.mark.parametrize(("says_max_wait", "lowered"), [(True, "20"), (False, "12")])
+async def test_a_server_with_a_shorter_max_wait_is_long_polled_without_errors(
+    clock: FakeClock, server: FakeServer, make_service: ServiceFactory, says_max_wait: bool, lowered: str
+) -> None:
+    """Bug: a server's 400 wait_too_long was not handled, so the client flipped between connected and error for ever."""
+    server.max_wait = 20
+    server.says_max_wait = says_max_wait  # else the client halves its 25 s
+    service = make_service()
+    recorder = Recorder(service, clock)
+    await service.start_polling()
+    await clock.run_for(200)
+    assert recorder.states() == ["offline", "polling", "connected"]
+    assert service.stats.errors == 0
+    waits = [r.params.get("wait") for r in server.seen("poll")]
+    assert waits[:3] == [None, "25", lowered]
+    assert set(waits[3:]) == {lowered} and len(waits) >= 10  # and it stays lowered, held for as long
+
+
 async def test_short_polls_adapt_to_activity(
     clock: FakeClock, server: FakeServer, make_service: ServiceFactory
 ) -> None:

@@ -308,6 +308,17 @@ class PollingChatService:
                     return
                 if exc.code == "session_not_found" and await self._create_session():
                     continue
+                lowered = self.strategy.with_lower_wait((exc.body or {}).get("max_wait"))
+                if exc.code == "wait_too_long" and lowered is not None:
+                    # This server holds polls for less time than we asked: ask for what it allows,
+                    # at once. Retrying the refused wait would flip error/connected for ever.
+                    logger.info(
+                        "the server refused wait=%g; asking for %g",
+                        self.strategy.long_poll_wait,
+                        lowered.long_poll_wait,
+                    )
+                    self.strategy = lowered
+                    continue
                 if exc.code in CURSOR_REFUSED and self._cursor is not None and self._cursor != self._given_cursor:
                     # A cursor saved earlier that the server cannot use (its data was reset, say):
                     # follow the session from its start instead of failing for ever.

@@ -11,9 +11,10 @@ The browser client's ``web/strategy.js`` follows the same rules.
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 
 @dataclass(slots=True)
@@ -51,6 +52,18 @@ class PollingStrategy:
         else:
             delay = self.inactive_interval
         return self._jittered(delay, rng)
+
+    def with_lower_wait(self, max_wait: Any) -> PollingStrategy | None:
+        """A copy asking for less than a server refused (400 ``wait_too_long``), or None when it cannot go lower.
+
+        ``max_wait`` is the refusal's own field, the server's longest wait; a server that does not
+        send it gets half the wait in whole seconds, down to 1 s.
+        """
+        if isinstance(max_wait, int | float) and not isinstance(max_wait, bool) and 0 < max_wait < self.long_poll_wait:
+            return replace(self, long_poll_wait=float(max_wait))
+        if self.long_poll_wait > 1:
+            return replace(self, long_poll_wait=float(max(1, math.floor(self.long_poll_wait / 2))))
+        return None
 
     def send_delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds before retry number ``attempt`` (1-based) of a send: 1, 2, 4, 8, 8, ..."""

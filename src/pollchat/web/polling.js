@@ -380,9 +380,10 @@ export class PollingChatService {
           break;
         }
         if (exc.code === "session_not_found" && (await this._createSession(this.sessionId))) continue;
-        if (exc.code === "wait_too_long" && this.strategy.longPollWait > 1) {
-          // This server holds polls for less time than we asked: ask for less.
-          this.strategy = this.strategy.with({ longPollWait: Math.max(1, Math.floor(this.strategy.longPollWait / 2)) });
+        const lowered = exc.code === "wait_too_long" ? this.strategy.withLowerWait(exc.body?.max_wait) : null;
+        if (lowered) {
+          // This server holds polls for less time than we asked: ask for what it allows, at once.
+          this.strategy = lowered;
           continue;
         }
         if (exc.status === 400 && CURSOR_CODES.has(exc.code) && this.cursor !== null) {

@@ -61,6 +61,19 @@ export class PollingStrategy {
     return this.jittered(delay, rng);
   }
 
+  /**
+   * A copy asking for less than a server refused (400 wait_too_long), or null when it cannot go
+   * lower. `maxWait` is the refusal's own field, the server's longest wait; a server that does
+   * not send it gets half the wait in whole seconds, down to 1 s.
+   */
+  withLowerWait(maxWait) {
+    if (typeof maxWait === "number" && maxWait > 0 && maxWait < this.longPollWait) {
+      return this.with({ longPollWait: maxWait });
+    }
+    if (this.longPollWait > 1) return this.with({ longPollWait: Math.max(1, Math.floor(this.longPollWait / 2)) });
+    return null;
+  }
+
   /** Seconds before retry number `attempt` (1-based) of a send: 1, 2, 4, 8, 8, ... */
   sendDelay(attempt, rng = Math.random) {
     const delays = this.sendRetryDelays;
