@@ -90,6 +90,7 @@ class PollingChatService:
         self._outbox = Outbox(state_path)
         self._cursor: str | None = cursor or self._outbox.cursor
         self._given_cursor = cursor
+        self._fresh_read = False  # the cursor was dropped, and no poll after a cursor has worked since
         self._etag: str | None = None
         self._seen: dict[str, tuple[str, str, str | None]] = {}
         self._local: dict[str, ChatMessage] = {}  # by client_message_id, our own sends
@@ -321,11 +322,16 @@ class PollingChatService:
                     continue
                 if exc.code in CURSOR_REFUSED and self._cursor is not None and self._cursor != self._given_cursor:
                     # A cursor saved earlier that the server cannot use (its data was reset, say):
-                    # follow the session from its start instead of failing for ever.
+                    # follow the session from its start instead of failing for ever. When the
+                    # fresh read's cursor is refused too (instances that disagree), starting over
+                    # at once would hammer the server: then it is an error with the usual backoff.
                     logger.warning("the server refused the cursor %r (%s); starting over", self._cursor, exc)
+                    again = self._fresh_read
                     self._cursor = self._etag = None
                     self._outbox.set_cursor(None)
-                    continue
+                    self._fresh_read = True
+                    if not again:
+                        continue
                 errors += 1
                 retry_after = exc.retry_after
                 self._failed(exc, errors)
@@ -374,10 +380,13 @@ class PollingChatService:
         # instead of after a whole long poll; parking starts from the next poll.
         connected = self._status.state == "connected"
         wait = self.strategy.long_poll_wait if self.strategy.mode == "long" and connected else 0
+        since = self._cursor
         async with self._poll_lock:
             if self._status.state != "connected" or self._status.error_count:
                 self._set_status(state="polling")
-            answer = await self._get(self.session_id, since=self._cursor, wait=wait, etag=self._etag)
+            answer = await self._get(self.session_id, since=since, wait=wait, etag=self._etag)
+        if since is not None:
+            self._fresh_read = False
         self._set_status(
             state="connected", error_count=0, retry_attempts=0, last_successful_poll=self._clock.now(), last_error=None
         )

@@ -93,6 +93,7 @@ export class PollingChatService {
     this._lastFailureWasCut = false;
     this._fallbackUntil = 0;
     this._synced = false;
+    this._freshRead = false; // the cursor was dropped, and no poll after a cursor has worked since
     this._unlisten = null;
     this._unauthorizedReported = false;
     this._sendRefused = null; // the 401 that stopped the sender
@@ -388,10 +389,14 @@ export class PollingChatService {
         }
         if (exc.status === 400 && CURSOR_CODES.has(exc.code) && this.cursor !== null) {
           // The server no longer knows our cursor (a reset database): read the session again;
-          // what we have already shown is recognised by its version and not shown twice.
+          // what we have already shown is recognised by its version and not shown twice. When
+          // the fresh read's cursor is refused too (instances that disagree), starting over at
+          // once would hammer the server: then it is an error with the usual backoff.
+          const again = this._freshRead;
           this.cursor = null;
           this._etag = null;
-          continue;
+          this._freshRead = true;
+          if (!again) continue;
         }
         errors += 1;
         retryAfter = exc.retryAfter;
@@ -443,9 +448,10 @@ export class PollingChatService {
     const controller = new AbortController();
     this._pollAbort = controller;
     const started = this._clock.monotonic();
+    const since = this.cursor;
     let body;
     try {
-      body = await this._get(this.sessionId, { since: this.cursor, wait, etag: this._etag, signal: controller.signal });
+      body = await this._get(this.sessionId, { since, wait, etag: this._etag, signal: controller.signal });
     } catch (exc) {
       const elapsed = this._clock.monotonic() - started;
       this._lastFailureWasCut =
@@ -455,6 +461,7 @@ export class PollingChatService {
       if (this._pollAbort === controller) this._pollAbort = null;
     }
     if (generation !== this._generation) throw new RequestFailed("cancelled", { transient: false, cancelled: true });
+    if (since !== null) this._freshRead = false;
     this._adapt(wait, body);
     this._setStatus({
       state: "connected",
