@@ -91,6 +91,7 @@ class PollingChatService:
         self._cursor: str | None = cursor or self._outbox.cursor
         self._given_cursor = cursor
         self._fresh_read = False  # the cursor was dropped, and no poll after a cursor has worked since
+        self._synced = False  # a page without has_more has come: caught up with the session
         self._etag: str | None = None
         self._seen: dict[str, tuple[str, str, str | None]] = {}
         self._local: dict[str, ChatMessage] = {}  # by client_message_id, our own sends
@@ -376,10 +377,12 @@ class PollingChatService:
         return response.status_code == 201
 
     async def _poll_once(self) -> bool:
-        # Until a poll has answered, ask with wait=0: a quick answer shows "connected" at once
-        # instead of after a whole long poll; parking starts from the next poll.
-        connected = self._status.state == "connected"
-        wait = self.strategy.long_poll_wait if self.strategy.mode == "long" and connected else 0
+        # Catching up (the first pages of a session, a connection just back) is done with wait=0,
+        # so history and "connected" show at once instead of after a whole long poll; parking
+        # starts from the next poll.
+        recovering = self._status.state != "connected" or bool(self._status.error_count)
+        long = self.strategy.mode == "long" and self._synced and not recovering
+        wait = self.strategy.long_poll_wait if long else 0
         since = self._cursor
         async with self._poll_lock:
             if self._status.state != "connected" or self._status.error_count:
@@ -401,6 +404,7 @@ class PollingChatService:
             self._receive(message)
         self._cursor = answer.cursor
         self._outbox.set_cursor(self._cursor)
+        self._synced = self._synced or not answer.has_more
         return answer.has_more
 
     async def _get(self, session_id: str, *, since: str | None, wait: float, etag: str | None) -> Page | None:
