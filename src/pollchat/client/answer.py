@@ -46,6 +46,7 @@ class RequestFailed(Exception):
         self.code = code
         self.status = status
         self.body = body
+        self.cut = False  # a long poll cut while held by something on the way (set by the poller)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -40,9 +40,25 @@ API = "/api/v1/admin/chat"
 MAX_BATCH = 100
 # Codes of a refused ``since``: a garbage cursor, another session's, or one ahead of the session.
 CURSOR_REFUSED = frozenset({"bad_cursor", "cursor_wrong_session", "cursor_ahead", "unknown_message"})
+# A long poll that fails after this long in flight (or half its wait) was cut while held.
+CUT_AFTER = 5.0
+# This many cuts in a row, with no long poll ending normally between them, switch to short polls...
+CUTS_BEFORE_FALLBACK = 3
+# ...for this long, then long polls are tried again.
+FALLBACK_SECONDS = 300.0
 MessageCallback = Callable[[MessageEvent], None]
 StatusCallback = Callable[[ConnectionStatus], None]
 UnauthorizedCallback = Callable[[RequestFailed], None]
+
+
+def was_cut(exc: RequestFailed, *, wait: float, elapsed: float) -> bool:
+    """Whether a poll that asked for ``wait`` and failed with ``exc`` after ``elapsed`` seconds was cut while held."""
+    # Something on the way gave up on it (a proxy's read timeout, a load balancer's idle timeout):
+    # a transient failure after a while held, not the server's say-so (a Retry-After) nor our own
+    # timeout. The browser client draws the same line.
+    if not exc.transient or exc.timed_out or exc.retry_after is not None:
+        return False
+    return wait > 0 and elapsed >= min(CUT_AFTER, wait / 2)
 
 
 class PollingChatService:
@@ -92,6 +108,8 @@ class PollingChatService:
         self._given_cursor = cursor
         self._fresh_read = False  # the cursor was dropped, and no poll after a cursor has worked since
         self._synced = False  # a page without has_more has come: caught up with the session
+        self._cuts = 0  # long polls cut in a row
+        self._fallback_until = 0.0  # short polls until then: something cuts long polls
         self._etag: str | None = None
         self._seen: dict[str, tuple[str, str, str | None]] = {}
         self._local: dict[str, ChatMessage] = {}  # by client_message_id, our own sends
@@ -308,46 +326,72 @@ class PollingChatService:
                     self._set_status(polling_active=False)
                     self._report_unauthorized(exc)
                     return
-                if exc.code == "session_not_found" and await self._create_session():
+                if await self._got_past(exc):
                     continue
-                lowered = self.strategy.with_lower_wait((exc.body or {}).get("max_wait"))
-                if exc.code == "wait_too_long" and lowered is not None:
-                    # This server holds polls for less time than we asked: ask for what it allows,
-                    # at once. Retrying the refused wait would flip error/connected for ever.
-                    logger.info(
-                        "the server refused wait=%g; asking for %g",
-                        self.strategy.long_poll_wait,
-                        lowered.long_poll_wait,
-                    )
-                    self.strategy = lowered
-                    continue
-                if exc.code in CURSOR_REFUSED and self._cursor is not None and self._cursor != self._given_cursor:
-                    # A cursor saved earlier that the server cannot use (its data was reset, say):
-                    # follow the session from its start instead of failing for ever. When the
-                    # fresh read's cursor is refused too (instances that disagree), starting over
-                    # at once would hammer the server: then it is an error with the usual backoff.
-                    logger.warning("the server refused the cursor %r (%s); starting over", self._cursor, exc)
-                    again = self._fresh_read
-                    self._cursor = self._etag = None
-                    self._outbox.set_cursor(None)
-                    self._fresh_read = True
-                    if not again:
-                        continue
                 errors += 1
                 retry_after = exc.retry_after
                 self._failed(exc, errors)
-            since = None if self._last_activity is None else self._clock.monotonic() - self._last_activity
-            delay = self.strategy.poll_delay(errors=errors, seconds_since_activity=since, rng=self._rng)
-            # The server's Retry-After (e.g. a poll rate limit) is a floor that no send cuts short;
-            # the rest of the delay is ours, and a send may end it early.
-            floor = 0.0 if retry_after is None else self.strategy.retry_after_delay(retry_after, self._rng)
-            delay = max(delay, floor)
-            if delay > 0:
-                self._poll_now.clear()
-                if floor > 0:
-                    await self._clock.sleep(floor)
-                if delay > floor:
-                    await self._sleep_or_wake(delay - floor)
+            await self._pause(errors=errors, retry_after=retry_after)
+
+    async def _got_past(self, exc: RequestFailed) -> bool:
+        """Deal with a failed poll that needs no pause; True when the next poll may go out at once."""
+        if exc.cut:
+            self._cut_short()
+            return True
+        if exc.code == "session_not_found":
+            return await self._create_session()
+        lowered = self.strategy.with_lower_wait((exc.body or {}).get("max_wait"))
+        if exc.code == "wait_too_long" and lowered is not None:
+            # This server holds polls for less time than we asked: ask for what it allows, at
+            # once. Retrying the refused wait would flip between error and connected for ever.
+            logger.info(
+                "the server refused wait=%g; asking for %g", self.strategy.long_poll_wait, lowered.long_poll_wait
+            )
+            self.strategy = lowered
+            return True
+        if exc.code in CURSOR_REFUSED and self._cursor is not None and self._cursor != self._given_cursor:
+            # A cursor saved earlier that the server cannot use (its data was reset, say):
+            # follow the session from its start instead of failing for ever. When the fresh
+            # read's cursor is refused too (instances that disagree), starting over at once
+            # would hammer the server: then it is an error with the usual backoff.
+            logger.warning("the server refused the cursor %r (%s); starting over", self._cursor, exc)
+            again = self._fresh_read
+            self._cursor = self._etag = None
+            self._outbox.set_cursor(None)
+            self._fresh_read = True
+            return not again
+        return False
+
+    def _cut_short(self) -> None:
+        # A long poll cut while held says nothing about the server or the network: it is made
+        # again at once, and no error is shown (should the network really be gone, that poll
+        # says so). Enough cuts in a row mean something cuts every long poll: short-poll a while.
+        self._cuts += 1
+        if self._cuts >= CUTS_BEFORE_FALLBACK:
+            self._cuts = 0
+            self._fallback_until = self._clock.monotonic() + FALLBACK_SECONDS
+            logger.warning("long polls keep being cut on the way; short polls for %g s", FALLBACK_SECONDS)
+
+    def _effective_mode(self) -> Literal["long", "short"]:
+        if self.strategy.mode == "short" or self._clock.monotonic() < self._fallback_until:
+            return "short"
+        return "long"
+
+    async def _pause(self, *, errors: int, retry_after: float | None) -> None:
+        since = None if self._last_activity is None else self._clock.monotonic() - self._last_activity
+        delay = self.strategy.poll_delay(
+            errors=errors, seconds_since_activity=since, rng=self._rng, mode=self._effective_mode()
+        )
+        # The server's Retry-After (e.g. a poll rate limit) is a floor that no send cuts short;
+        # the rest of the delay is ours, and a send may end it early.
+        floor = 0.0 if retry_after is None else self.strategy.retry_after_delay(retry_after, self._rng)
+        delay = max(delay, floor)
+        if delay > 0:
+            self._poll_now.clear()
+            if floor > 0:
+                await self._clock.sleep(floor)
+            if delay > floor:
+                await self._sleep_or_wake(delay - floor)
 
     async def _sleep_or_wake(self, delay: float) -> None:
         # A send wakes a short-polling client early: an answer is likely soon.
@@ -381,15 +425,22 @@ class PollingChatService:
         # so history and "connected" show at once instead of after a whole long poll; parking
         # starts from the next poll.
         recovering = self._status.state != "connected" or bool(self._status.error_count)
-        long = self.strategy.mode == "long" and self._synced and not recovering
+        long = self._effective_mode() == "long" and self._synced and not recovering
         wait = self.strategy.long_poll_wait if long else 0
         since = self._cursor
         async with self._poll_lock:
             if self._status.state != "connected" or self._status.error_count:
                 self._set_status(state="polling")
-            answer = await self._get(self.session_id, since=since, wait=wait, etag=self._etag)
+            started = self._clock.monotonic()
+            try:
+                answer = await self._get(self.session_id, since=since, wait=wait, etag=self._etag)
+            except RequestFailed as exc:
+                exc.cut = was_cut(exc, wait=wait, elapsed=self._clock.monotonic() - started)
+                raise
         if since is not None:
             self._fresh_read = False
+        if wait:
+            self._cuts = 0  # a long poll that ended normally
         self._set_status(
             state="connected", error_count=0, retry_attempts=0, last_successful_poll=self._clock.now(), last_error=None
         )

@@ -34,16 +34,24 @@ class PollingStrategy:
     jitter: float = 0.2
     send_retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
 
-    def poll_delay(self, *, errors: int, seconds_since_activity: float | None, rng: random.Random) -> float:
+    def poll_delay(
+        self,
+        *,
+        errors: int,
+        seconds_since_activity: float | None,
+        rng: random.Random,
+        mode: Literal["long", "short"] | None = None,
+    ) -> float:
         """Seconds to wait before the next poll.
 
         Args:
             errors: consecutive failed polls so far.
             seconds_since_activity: time since a message was last sent or received, None if never.
+            mode: overrides ``self.mode`` (the service's fallback to short polls).
         """
         if errors:
             delay = min(self.base_interval * self.backoff_multiplier ** (errors - 1), self.max_interval)
-        elif self.mode == "long":
+        elif (mode or self.mode) == "long":
             return 0.0
         elif seconds_since_activity is not None and seconds_since_activity < self.active_window:
             delay = self.active_interval

@@ -8,9 +8,10 @@
 // A refused message (4xx) is set aside as `failed` and the queue moves on. A backlog goes out
 // through the batch endpoint in one request.
 //
-// Long polls are the default. When long polls keep being cut mid-wait by something between
-// us and the server (a proxy with a short read timeout), the poller falls back to adaptive
-// short polls for a while. Errors back off x1.5 with jitter up to 30 s and honour Retry-After.
+// Long polls are the default. A long poll cut while held by something between us and the
+// server (a proxy's 502/504 or a reset after its read timeout) is made again at once without
+// an error; when long polls keep being cut, the poller falls back to adaptive short polls for a
+// while. Errors back off x1.5 with jitter up to 30 s and honour Retry-After.
 // A hidden tab polls less often; the browser's online/visible events wake both loops.
 
 import { CHAT_API, RequestFailed, readJson, refusal } from "./api.js";
@@ -23,12 +24,21 @@ import { uuid } from "./storage.js";
 
 export const MAX_BATCH = 100;
 const CURSOR_CODES = new Set(["bad_cursor", "cursor_wrong_session", "cursor_ahead", "unknown_message"]);
-// A long poll that fails after this long in flight (or half its wait) was cut mid-wait.
+// A long poll that fails after this long in flight (or half its wait) was cut while held.
 const CUT_AFTER = 5;
-// This many cuts in a row, each followed by a prompt success, switch to short polls...
+// This many cuts in a row, with no long poll ending normally between them, switch to short polls...
 const CUTS_BEFORE_FALLBACK = 3;
 // ...for this long, then long polls are tried again.
 const FALLBACK_SECONDS = 300;
+
+/** Whether a poll that asked for `wait` and failed with `exc` after `elapsed` s was cut while held. */
+export function wasCut(exc, wait, elapsed) {
+  // Something on the way gave up on it (a proxy's read timeout, a load balancer's idle timeout):
+  // a transient failure after a while held, not the server's say-so (a Retry-After) nor our own
+  // timeout. The Python client draws the same line.
+  if (!(exc instanceof RequestFailed) || !exc.transient || exc.cancelled || exc.timedOut) return false;
+  return wait > 0 && exc.retryAfter === null && elapsed >= Math.min(CUT_AFTER, wait / 2);
+}
 
 function asFailure(exc) {
   // An answer we could not make sense of (a proxy's page, a bug) must not end a loop: it is
@@ -89,8 +99,7 @@ export class PollingChatService {
     this._switching = Promise.resolve();
     this._running = false;
     this._lastActivity = null;
-    this._cuts = 0;
-    this._lastFailureWasCut = false;
+    this._cuts = 0; // long polls cut in a row
     this._fallbackUntil = 0;
     this._synced = false;
     this._freshRead = false; // the cursor was dropped, and no poll after a cursor has worked since
@@ -372,6 +381,10 @@ export class PollingChatService {
         if (hasMore) continue;
       } catch (exc) {
         if (!current() || exc.cancelled) break;
+        if (exc.cut) {
+          this._cutShort();
+          continue;
+        }
         exc = asFailure(exc);
         if (exc.status === 401) {
           // The token is refused: every poll would be. Stop, and say so; the page signs in again.
@@ -453,16 +466,14 @@ export class PollingChatService {
     try {
       body = await this._get(this.sessionId, { since, wait, etag: this._etag, signal: controller.signal });
     } catch (exc) {
-      const elapsed = this._clock.monotonic() - started;
-      this._lastFailureWasCut =
-        wait > 0 && exc.transient && !exc.cancelled && elapsed >= Math.min(CUT_AFTER, wait / 2);
+      if (exc instanceof RequestFailed) exc.cut = wasCut(exc, wait, this._clock.monotonic() - started);
       throw exc;
     } finally {
       if (this._pollAbort === controller) this._pollAbort = null;
     }
     if (generation !== this._generation) throw new RequestFailed("cancelled", { transient: false, cancelled: true });
     if (since !== null) this._freshRead = false;
-    this._adapt(wait, body);
+    if (wait > 0) this._cuts = 0; // a long poll that ended normally
     this._setStatus({
       state: "connected",
       errorCount: 0,
@@ -488,18 +499,15 @@ export class PollingChatService {
     return Boolean(body.has_more);
   }
 
-  _adapt(wait, body) {
-    // A long poll that completed normally resets the count of cuts; a success right after a
-    // cut adds one; enough in a row means something cuts long polls: short-poll for a while.
-    if (this._lastFailureWasCut) {
-      this._lastFailureWasCut = false;
-      this._cuts += 1;
-      if (this._cuts >= CUTS_BEFORE_FALLBACK && this.strategy.mode === "long") {
-        this._cuts = 0;
-        this._fallbackUntil = this._clock.monotonic() + FALLBACK_SECONDS;
-      }
-    } else if (wait > 0 && body !== null) {
+  _cutShort() {
+    // A long poll cut while held says nothing about the server or the network: it is made again
+    // at once, and no error is shown (should the network really be gone, that poll says so).
+    // Enough cuts in a row mean something cuts every long poll: short-poll for a while.
+    this._cuts += 1;
+    if (this._cuts >= CUTS_BEFORE_FALLBACK) {
       this._cuts = 0;
+      this._fallbackUntil = this._clock.monotonic() + FALLBACK_SECONDS;
+      this._setStatus({ mode: this._effectiveMode() });
     }
   }
 
