@@ -443,8 +443,12 @@ export class PollingChatService {
     if (this.clientName) body.client_name = this.clientName;
     try {
       const response = await this.api.request("POST", `${CHAT_API}/sessions`, { json: body });
-      // 409: it exists now (a send of ours created it meanwhile) or it is somebody else's;
-      // the next poll tells which.
+      if (response.status === 409) {
+        // It exists now: a send of ours created it meanwhile (then we may read it, and the poll
+        // is simply repeated), or it is somebody else's (then the 404 stands).
+        const found = await this.api.request("GET", `${CHAT_API}/sessions/${encodeURIComponent(sessionId)}`);
+        return found.status === 200;
+      }
       return response.status === 201;
     } catch {
       return false;
