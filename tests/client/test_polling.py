@@ -159,11 +159,11 @@ async def test_set_polling_interval_switches_to_fixed_short_polls(
     service.set_polling_interval(5)
     await clock.run_for(100)
     polls = server.seen("poll")
-    # After the first (wait=0) poll, the held long poll finishes (15 s later), then fixed 5 s
-    # short polls, jittered.
+    # After the first (wait=0) poll, the held long poll finishes (15 s later); the switch asked
+    # for a poll at once, so a short poll follows it right away, then fixed 5 s ones, jittered.
     assert "wait" not in polls[0].params and "wait" in polls[1].params
     assert all("wait" not in r.params for r in polls[2:])
-    assert within_jitter(polls[2].at - polls[1].at - 25, 5.0)
+    assert polls[2].at - polls[1].at == 25
     assert len(clock.poll_sleeps()) >= 12
     assert all(within_jitter(s, 5.0) for s in clock.poll_sleeps())
     assert service.strategy.mode == "short"

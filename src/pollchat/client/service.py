@@ -313,6 +313,9 @@ class PollingChatService:
         errors = 0
         while True:
             retry_after: float | None = None
+            # Cleared before the poll, not after: a send acknowledged while it is in flight may
+            # be missing from its page, so it must still cut the pause that follows short.
+            self._poll_now.clear()
             try:
                 has_more = await self._poll_once()
                 errors = 0
@@ -387,7 +390,6 @@ class PollingChatService:
         floor = 0.0 if retry_after is None else self.strategy.retry_after_delay(retry_after, self._rng)
         delay = max(delay, floor)
         if delay > 0:
-            self._poll_now.clear()
             if floor > 0:
                 await self._clock.sleep(floor)
             if delay > floor:
