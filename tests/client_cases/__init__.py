@@ -37,6 +37,9 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", f"^{API}/sessions$", "create_session"),
     ("GET", f"^{API}/sessions/[^/]+$", "get_session"),
 ]
+# The routes of the sender; every other route is the poller's. The two loops run side by side,
+# so how their requests interleave within one instant is scheduling, not behaviour.
+SENDER_ROUTES = {"send", "batch"}
 STRATEGY_FIELDS = {
     "mode",
     "long_poll_wait",
@@ -226,7 +229,9 @@ def check(case: Case, observed: dict[str, Any]) -> None:
     """Assert that ``observed`` (requests, events, states, status, unauthorized) is what ``case`` expects."""
     expect = case.expect
     problems: list[str] = []
-    for key in ("requests", "events", "states", "unauthorized"):
+    if "requests" in expect and _by_loop(observed["requests"]) != _by_loop(expect["requests"]):
+        problems.append(f"requests:\n  expected {_show(expect['requests'])}\n  observed {_show(observed['requests'])}")
+    for key in ("events", "states", "unauthorized"):
         if key in expect and observed[key] != expect[key]:
             problems.append(f"{key}:\n  expected {_show(expect[key])}\n  observed {_show(observed[key])}")
     if "status" in expect:
@@ -234,6 +239,12 @@ def check(case: Case, observed: dict[str, Any]) -> None:
         if status != expect["status"]:
             problems.append(f"status:\n  expected {expect['status']}\n  observed {status}")
     assert not problems, f"case {case.name} ({case.source}): {case.about}\n" + "\n".join(problems)
+
+
+def _by_loop(requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The poller's requests and the sender's, each in order."""
+    sender = [r for r in requests if r["route"] in SENDER_ROUTES]
+    return [r for r in requests if r["route"] not in SENDER_ROUTES], sender
 
 
 def _show(value: Any) -> str:

@@ -103,10 +103,36 @@ def page(response: httpx.Response) -> Page:
         if not isinstance(cursor, str):
             raise TypeError("the cursor is not a string")
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise RequestFailed(
-            f"unexpected answer: {type(exc).__name__}", transient=True, status=response.status_code
-        ) from exc
+        raise _unexpected(response, exc) from exc
     return Page(messages, cursor, bool(has_more))
+
+
+def _unexpected(response: httpx.Response, exc: Exception) -> RequestFailed:
+    return RequestFailed(f"unexpected answer: {type(exc).__name__}", transient=True, status=response.status_code)
+
+
+def stored_message(response: httpx.Response) -> dict[str, Any]:
+    """The message a 2xx send answer acknowledges; an answer without one fails, transiently (a retry is idempotent)."""
+    try:
+        message = response.json()["message"]
+        ChatMessage.from_api(message)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _unexpected(response, exc) from exc
+    return dict(message)
+
+
+def batch_results(response: httpx.Response, count: int) -> list[dict[str, Any]]:
+    """The ``count`` per-message results of a 200 batch answer; anything else fails, transiently."""
+    try:
+        results = response.json()["results"]
+        if not isinstance(results, list) or len(results) != count or not all(isinstance(r, dict) for r in results):
+            raise TypeError("not one result per message")
+        for result in results:
+            if result.get("message") is not None:
+                ChatMessage.from_api(result["message"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise _unexpected(response, exc) from exc
+    return results
 
 
 def query_number(value: float) -> str:

@@ -21,7 +21,15 @@ from typing import Any, Literal
 
 import httpx
 
-from pollchat.client.answer import Page, RequestFailed, page, query_number, refusal
+from pollchat.client.answer import (
+    Page,
+    RequestFailed,
+    batch_results,
+    page,
+    query_number,
+    refusal,
+    stored_message,
+)
 from pollchat.client.clock import Clock, SystemClock
 from pollchat.client.models import (
     ChatMessage,
@@ -116,6 +124,7 @@ class PollingChatService:
         self._waiters: dict[str, asyncio.Future[MessageResponse]] = {}
         self._outbox_changed = asyncio.Event()
         self._poll_now = asyncio.Event()
+        self._sender_wake = asyncio.Event()  # cuts a send retry's own delay short
         self._poll_lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -393,12 +402,15 @@ class PollingChatService:
             if floor > 0:
                 await self._clock.sleep(floor)
             if delay > floor:
-                await self._sleep_or_wake(delay - floor)
+                # A send wakes a short-polling client early: an answer is likely soon.
+                await self._sleep_or_wake(delay - floor, self._poll_now)
 
-    async def _sleep_or_wake(self, delay: float) -> None:
-        # A send wakes a short-polling client early: an answer is likely soon.
-        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
-        waker = asyncio.ensure_future(self._poll_now.wait())
+    async def _sleep_or_wake(self, delay: float, wake: asyncio.Event) -> None:
+        loop_task = asyncio.current_task()
+        # Named after the loop that sleeps, so a clock (a test's) can tell whose pause it is.
+        name = f"{loop_task.get_name() if loop_task is not None else 'pollchat'}-pause"
+        sleeper = asyncio.create_task(self._clock.sleep(delay), name=name)
+        waker = asyncio.ensure_future(wake.wait())
         try:
             await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -443,6 +455,8 @@ class PollingChatService:
             self._fresh_read = False
         if wait:
             self._cuts = 0  # a long poll that ended normally
+        if recovering and len(self._outbox):
+            self._sender_wake.set()  # the server answers again: queued sends go out now
         self._set_status(
             state="connected", error_count=0, retry_attempts=0, last_successful_poll=self._clock.now(), last_error=None
         )
@@ -549,17 +563,25 @@ class PollingChatService:
                     continue
                 attempt += 1
                 self.stats.send_retries += 1
-                delay = self.strategy.send_delay(attempt, self._rng)
-                if exc.retry_after is not None:
-                    delay = max(delay, exc.retry_after)
-                self._set_status(retry_attempts=attempt, last_error=str(exc))
-                await self._clock.sleep(delay)
+                await self._retry_pause(attempt, exc)
+
+    async def _retry_pause(self, attempt: int, exc: RequestFailed) -> None:
+        # The server's Retry-After is a floor; the rest of the delay is ours, and a poll that
+        # finds the server again ends it: queued messages need not sit out their backoff.
+        floor = exc.retry_after or 0.0
+        delay = max(self.strategy.send_delay(attempt, self._rng), floor)
+        self._set_status(retry_attempts=attempt, last_error=str(exc))
+        self._sender_wake.clear()
+        if floor > 0:
+            await self._clock.sleep(floor)
+        if delay > floor:
+            await self._sleep_or_wake(delay - floor, self._sender_wake)
 
     async def _send_batch(self, batch: list[Outgoing]) -> None:
         if len(batch) == 1:
             response = await self._request("POST", f"{API}/messages", json=batch[0].request(self.client_name))
             if response.status_code in (200, 201):
-                self._settle(batch[0], response.json()["message"], None, None)
+                self._settle(batch[0], stored_message(response), None, None)
                 return
             raise refusal(response, self._clock.now())
         response = await self._request(
@@ -567,7 +589,7 @@ class PollingChatService:
         )
         if response.status_code != 200:
             raise refusal(response, self._clock.now())
-        for item, result in zip(batch, response.json()["results"], strict=True):
+        for item, result in zip(batch, batch_results(response, len(batch)), strict=True):
             self._settle(item, result.get("message"), result.get("error"), result.get("code"))
 
     def _settle(self, item: Outgoing, stored: dict[str, Any] | None, error: str | None, code: str | None) -> None:
