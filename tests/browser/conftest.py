@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+import pollchat
 from tests.conftest import ADMIN_TOKEN, API, missing
 
 CHROMIUM = "/usr/bin/chromium"
@@ -43,6 +44,17 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def source_path() -> str:
+    """``PYTHONPATH`` for the server: the tree this test run imports ``pollchat`` from, first.
+
+    The server runs in another directory, where a relative ``PYTHONPATH`` (``src``) names
+    nothing, and the installed ``pollchat`` may be another checkout's: the browser would then
+    load that checkout's pages and scripts instead of the ones under test.
+    """
+    package_root = str(Path(pollchat.__file__).resolve().parents[1])
+    return os.pathsep.join([package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 
 
 def pollchat_command() -> list[str]:
@@ -72,6 +84,7 @@ class ServerProcess:
             "POLLCHAT_SEND_RATE_LIMIT": "off",
             "POLLCHAT_POLL_RATE_LIMIT": "off",
             "POLLCHAT_LOG_LEVEL": "warning",
+            "PYTHONPATH": source_path(),
         }
 
     def start(self) -> None:

@@ -262,6 +262,8 @@ class FakeServer:
         self.replay_pages = 0  # answer that many next polls with the previous 200 body again
         self.repeat_old = False  # add every older message of the session to each poll answer
         self.auto_deliver = False  # the other side fetches each user message the moment it is stored
+        self.max_wait: float | None = None  # refuse longer waits with 400 wait_too_long ...
+        self.says_max_wait = True  # ... whose body names the maximum (older servers did not)
         self._last_page: dict[str, Any] | None = None
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
@@ -527,6 +529,11 @@ class FakeServer:
         after = position
         limit = int(params.get("limit", "100"))
         wait = float(params.get("wait", "0"))
+        if self.max_wait is not None and wait > self.max_wait:
+            refused = _error(400, f"`wait` is at most {self.max_wait:g} seconds", "wait_too_long")
+            if not self.says_max_wait:
+                return refused
+            return httpx.Response(400, json={**json.loads(refused.content), "max_wait": self.max_wait})
         etag = f'"{session.id}:{after}:{limit}:{session.head}"'
         if not wait and request.headers.get("if-none-match") == etag:
             return httpx.Response(304, headers={"ETag": etag})

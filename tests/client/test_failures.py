@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from pollchat.client import PollingStrategy
+from pollchat.client import PollingStrategy, RequestFailed
 from tests.client.conftest import SESSION, FakeClock, FakeServer, Recorder, ServiceFactory, within_jitter
 
 BACKOFF = [3.0, 4.5, 6.75, 10.125, 15.1875, 22.78125, 30.0, 30.0, 30.0, 30.0]
@@ -24,12 +24,12 @@ async def test_unreachable_server_goes_offline_backs_off_and_recovers(
     assert service.connection_status.state == "connected"
     assert service.connection_status.last_successful_poll == clock.now() - timedelta(seconds=1)
     first, held = server.seen("poll")
-    assert "wait" not in first.params and float(held.params["wait"]) == 30.0
+    assert "wait" not in first.params and held.params["wait"] == "25"
     assert first.at == held.at
-    await clock.run_for(30)
+    await clock.run_for(25)
     assert service.connection_status.state == "connected"
     connected_at = service.connection_status.last_successful_poll
-    assert connected_at == clock.now() - timedelta(seconds=1)  # the held poll answered at 30 s
+    assert connected_at == clock.now() - timedelta(seconds=1)  # the held poll answered at 25 s
 
     server.down = True
     await clock.run_until(lambda: service.connection_status.error_count == len(BACKOFF), within=400)
@@ -68,7 +68,7 @@ async def test_unreachable_server_goes_offline_backs_off_and_recovers(
     # Back: the poll that answered asked with wait=0, and long polls resumed right after it.
     await clock.settle()
     recovered, parked = server.seen("poll")[polls_before:]
-    assert "wait" not in recovered.params and float(parked.params["wait"]) == 30.0
+    assert "wait" not in recovered.params and parked.params["wait"] == "25"
     assert recovered.at == parked.at == clock.monotonic()
     assert server.gets_in_flight == 1
 
@@ -107,7 +107,7 @@ async def test_server_errors_are_errors_and_one_success_resets(
     # The server answered, so this is an error, not being offline.
     assert (status.state, status.error_count) == ("error", 1)
     assert status.last_error is not None
-    assert float(server.seen("poll")[-1].params["wait"]) == 30.0  # the failed poll was a long one
+    assert server.seen("poll")[-1].params["wait"] == "25"  # the failed poll was a long one
     failed = len(server.seen("poll"))
     await clock.run_for(4)
     # One success resets at once: the retry asks with wait=0, so it answers without being held ...
@@ -116,24 +116,23 @@ async def test_server_errors_are_errors_and_one_success_resets(
     retry, parked = server.seen("poll")[failed:]
     assert "wait" not in retry.params
     # ... and long polls resume right after it.
-    assert float(parked.params["wait"]) == 30.0 and parked.at == retry.at
+    assert parked.params["wait"] == "25" and parked.at == retry.at
     await clock.run_for(30)
     assert service.connection_status.state == "connected"
     assert service.connection_status.error_count == 0
-    # A dropped connection mid-poll is an error too, and the poll is simply made again.
+    # A connection dropped before any answer is no answer (offline), and the poll is simply made again.
     server.post(SESSION, "two")
     server.fail("poll", "read_error", times=2)
     await clock.settle()
-    assert service.connection_status.state == "error"
+    assert service.connection_status.state == "offline"
     assert service.connection_status.last_error == "connection failed: ReadError"
     failed = len(server.seen("poll"))
     await clock.run_for(40)
     assert service.connection_status.state == "connected"
     assert recorder.new_contents() == ["one", "two"]
     assert service.stats.errors == 3
-    # Two dropped connections in a row are still an error, not offline.
     failures = [(s.state, s.error_count) for s in recorder.statuses if s.error_count and s.state != "polling"]
-    assert failures == [("error", 1), ("error", 1), ("error", 2)]
+    assert failures == [("error", 1), ("offline", 1), ("offline", 2)]
     # The first ReadError hit a long poll; the retry that failed again and the one that
     # answered asked with wait=0; then long polls again.
     assert ["wait" in r.params for r in server.seen("poll")[failed - 1 : failed + 3]] == [True, False, False, True]
@@ -162,14 +161,14 @@ async def test_server_errors_in_a_row_stay_errors_never_offline(
     # The poll that answered asked with wait=0; long polls resume right after it.
     await clock.settle()
     retry, parked = server.seen("poll")[failed:]
-    assert "wait" not in retry.params and float(parked.params["wait"]) == 30.0
+    assert "wait" not in retry.params and parked.params["wait"] == "25"
     assert service.stats.errors == 5
 
 
-async def test_dropped_connections_go_offline_on_the_third_in_a_row(
+async def test_dropped_connections_are_offline_from_the_first(
     clock: FakeClock, server: FakeServer, make_service: ServiceFactory
 ) -> None:
-    """A ConnectError is offline at once; other transport errors (ReadError here) after three in a row."""
+    """A poll that got no answer (here a ReadError) is offline at once, as in the browser, whose fetch cannot tell."""
     service = make_service(strategy=PollingStrategy(jitter=0))
     recorder = Recorder(service, clock)
     await service.start_polling()
@@ -180,14 +179,14 @@ async def test_dropped_connections_go_offline_on_the_third_in_a_row(
     status = service.connection_status
     assert (status.state, status.last_error) == ("offline", "connection failed: ReadError")
     failures = [(s.state, s.error_count) for s in recorder.statuses if s.error_count and s.state != "polling"]
-    assert failures == [("error", 1), ("error", 2), ("offline", 3)]
+    assert failures == [("offline", 1), ("offline", 2), ("offline", 3)]
     failed = len(server.seen("poll"))
     await clock.run_until(lambda: service.connection_status.state == "connected", within=60)
     assert service.connection_status.error_count == 0
     assert recorder.states()[-3:] == ["offline", "polling", "connected"]
     await clock.settle()
     retry, parked = server.seen("poll")[failed:]
-    assert "wait" not in retry.params and float(parked.params["wait"]) == 30.0
+    assert "wait" not in retry.params and parked.params["wait"] == "25"
 
 
 @pytest.mark.parametrize(("status", "retry_after"), [(429, 20.0), (503, 45.0)])
@@ -235,7 +234,7 @@ async def test_a_missing_session_is_created_without_an_error(
     # Not connected yet, so the poll after creating the session asks with wait=0 too; once
     # it answers, a long poll is parked.
     assert [r.route for r in server.requests] == ["poll", "sessions", "poll", "poll"]
-    assert [r.params.get("wait") for r in server.seen("poll")] == [None, None, "30.0"]
+    assert [r.params.get("wait") for r in server.seen("poll")] == [None, None, "25"]
     assert service.connection_status.state == "connected"
     assert server.seen("sessions")[0].body == {"id": "fresh", "client_name": "tests"}
     assert server.sessions["fresh"].owner == "u_alice"
@@ -245,18 +244,30 @@ async def test_a_missing_session_is_created_without_an_error(
     assert service.stats.errors == 0
 
 
-async def test_a_refused_token_is_an_error_that_keeps_backing_off(
-    clock: FakeClock, server: FakeServer, make_service: ServiceFactory
+async def test_a_refused_token_stops_both_loops_and_keeps_the_queue(
+    clock: FakeClock, server: FakeServer, make_service: ServiceFactory, state_path: str
 ) -> None:
-    service = make_service(token="tok-wrong", strategy=PollingStrategy(jitter=0))
+    """A 401 cannot be cured by retrying: no more polls or sends, and what was typed is not lost."""
+    service = make_service(token="tok-wrong", state_path=state_path)
+    refusals: list[RequestFailed] = []
+    service.on_unauthorized(refusals.append)
     await service.start_polling()
+    response = await service.send_message("typed before the token was revoked")
+    assert (response.success, response.error) == (False, "missing or unknown token")
     await clock.run_for(100)
     status = service.connection_status
-    assert status.state == "error"
-    assert status.last_error == "missing or unknown token"
-    # It does not hammer the server: the same backoff as any failure.
-    assert clock.poll_sleeps()[:6] == BACKOFF[:6]
-    assert len(server.seen("poll")) <= 10
+    assert (status.state, status.last_error, status.polling_active) == ("error", "missing or unknown token", False)
+    assert [r.route for r in server.requests] == ["poll", "send"]
+    assert len(refusals) == 1 and refusals[0].status == 401
+    # The message waits, in the state file too, for a service with a valid token.
+    assert [m.content for m in service.pending] == ["typed before the token was revoked"]
+    again = make_service(state_path=state_path)
+    await again.start_polling()
+    await clock.run_for(1)
+    assert server.contents() == ["typed before the token was revoked"]
+    # A send after the refusal hears it at once instead of waiting for ever.
+    later = await service.send_message("and one more")
+    assert (later.success, later.error) == (False, "missing or unknown token")
 
 
 async def test_polling_stops_and_restarts(clock: FakeClock, server: FakeServer, make_service: ServiceFactory) -> None:

@@ -60,12 +60,12 @@ async def test_long_polls_go_out_again_at_once_with_wait(
     await clock.run_for(1)
 
     # The first poll asks with wait=0 and answers at once; from then on each empty long poll
-    # is held 30 s by the server, the next one follows at once, and a message ends the held
+    # is held 25 s by the server, the next one follows at once, and a message ends the held
     # poll immediately.
-    assert poll_times(server, clock) == [0, 0, 30, 60, 90, 95]
+    assert poll_times(server, clock) == [0, 0, 25, 50, 75, 95]
     first, *long_polls = server.seen("poll")
     assert "wait" not in first.params
-    assert all(float(r.params["wait"]) == 30.0 for r in long_polls)
+    assert all(r.params["wait"] == "25" for r in long_polls)
     assert clock.poll_sleeps() == []
     assert [(at - 1000.0, e.kind, e.message.content) for at, e in recorder.log if isinstance(e, MessageEvent)] == [
         (95.0, "new", "hello")
@@ -82,6 +82,24 @@ async def test_long_poll_wait_is_configurable(
     waits = [float(r.params["wait"]) if "wait" in r.params else None for r in server.seen("poll")]
     assert waits == [None, 20.0, 20.0, 20.0]
     assert poll_times(server, clock) == [0, 0, 20, 40]
+
+
+@pytest.mark.parametrize(("says_max_wait", "lowered"), [(True, "20"), (False, "12")])
+async def test_a_server_with_a_shorter_max_wait_is_long_polled_without_errors(
+    clock: FakeClock, server: FakeServer, make_service: ServiceFactory, says_max_wait: bool, lowered: str
+) -> None:
+    """Bug: a server's 400 wait_too_long was not handled, so the client flipped between connected and error for ever."""
+    server.max_wait = 20
+    server.says_max_wait = says_max_wait  # else the client halves its 25 s
+    service = make_service()
+    recorder = Recorder(service, clock)
+    await service.start_polling()
+    await clock.run_for(200)
+    assert recorder.states() == ["offline", "polling", "connected"]
+    assert service.stats.errors == 0
+    waits = [r.params.get("wait") for r in server.seen("poll")]
+    assert waits[:3] == [None, "25", lowered]
+    assert set(waits[3:]) == {lowered} and len(waits) >= 10  # and it stays lowered, held for as long
 
 
 async def test_short_polls_adapt_to_activity(
@@ -141,11 +159,11 @@ async def test_set_polling_interval_switches_to_fixed_short_polls(
     service.set_polling_interval(5)
     await clock.run_for(100)
     polls = server.seen("poll")
-    # After the first (wait=0) poll, the held long poll finishes (20 s later), then fixed 5 s
-    # short polls, jittered.
+    # After the first (wait=0) poll, the held long poll finishes (15 s later); the switch asked
+    # for a poll at once, so a short poll follows it right away, then fixed 5 s ones, jittered.
     assert "wait" not in polls[0].params and "wait" in polls[1].params
     assert all("wait" not in r.params for r in polls[2:])
-    assert within_jitter(polls[2].at - polls[1].at - 30, 5.0)
+    assert polls[2].at - polls[1].at == 25
     assert len(clock.poll_sleeps()) >= 12
     assert all(within_jitter(s, 5.0) for s in clock.poll_sleeps())
     assert service.strategy.mode == "short"

@@ -56,13 +56,13 @@ async def test_connection_status_fields(clock: FakeClock, server: FakeServer, ma
 async def test_stats(clock: FakeClock, server: FakeServer, make_service: ServiceFactory) -> None:
     service = make_service()
     await service.start_polling()
-    await clock.run_for(300)  # a first wait=0 poll, then idle long polls, each held 30 s
+    await clock.run_for(250)  # a first wait=0 poll, then idle long polls, each held 25 s
     stats = service.stats
     assert stats.requests == len(server.requests) == 12
-    assert stats.requests_per_minute(clock.monotonic()) == pytest.approx(12 * 60 / 300)
+    assert stats.requests_per_minute(clock.monotonic()) == pytest.approx(12 * 60 / 250)
     assert (stats.useful_polls, stats.empty_polls, stats.errors, stats.send_retries) == (0, 11, 0, 0)
-    assert sorted(stats.latencies) == [0.0] + [30.0] * 10
-    assert stats.latency_percentile(0.5) == 30.0
+    assert sorted(stats.latencies) == [0.0] + [25.0] * 10
+    assert stats.latency_percentile(0.5) == 25.0
 
     server.post(SESSION, "one")
     server.fail("send", "connect")

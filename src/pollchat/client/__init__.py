@@ -5,6 +5,7 @@ It talks to a pollchat server over HTTP only and never imports server code.
 
 from __future__ import annotations
 
+from pollchat.client.answer import RequestFailed
 from pollchat.client.clock import Clock, SystemClock
 from pollchat.client.models import (
     ChatMessage,
@@ -16,7 +17,7 @@ from pollchat.client.models import (
     PollStats,
 )
 from pollchat.client.outbox import Outbox, Outgoing
-from pollchat.client.service import PollingChatService, RequestFailed
+from pollchat.client.service import PollingChatService
 from pollchat.client.strategy import PollingStrategy
 
 __all__ = [

@@ -17,10 +17,19 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
+from pollchat.client.answer import (
+    Page,
+    RequestFailed,
+    batch_results,
+    page,
+    query_number,
+    refusal,
+    stored_message,
+)
 from pollchat.client.clock import Clock, SystemClock
 from pollchat.client.models import (
     ChatMessage,
@@ -39,47 +48,25 @@ API = "/api/v1/admin/chat"
 MAX_BATCH = 100
 # Codes of a refused ``since``: a garbage cursor, another session's, or one ahead of the session.
 CURSOR_REFUSED = frozenset({"bad_cursor", "cursor_wrong_session", "cursor_ahead", "unknown_message"})
+# A long poll that fails after this long in flight (or half its wait) was cut while held.
+CUT_AFTER = 5.0
+# This many cuts in a row, with no long poll ending normally between them, switch to short polls...
+CUTS_BEFORE_FALLBACK = 3
+# ...for this long, then long polls are tried again.
+FALLBACK_SECONDS = 300.0
 MessageCallback = Callable[[MessageEvent], None]
 StatusCallback = Callable[[ConnectionStatus], None]
+UnauthorizedCallback = Callable[[RequestFailed], None]
 
 
-class RequestFailed(Exception):
-    """A request that did not get a usable answer."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        transient: bool,
-        offline: bool = False,
-        network: bool = False,
-        retry_after: float | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.transient = transient
-        self.offline = offline
-        self.network = network or offline
-        self.retry_after = retry_after
-        self.code = code
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _refusal(response: httpx.Response) -> RequestFailed:
-    try:
-        body = response.json()
-        message, code = str(body.get("error") or response.reason_phrase), body.get("code")
-    except (ValueError, AttributeError):
-        message, code = f"HTTP {response.status_code}", None
-    transient = response.status_code in (408, 425, 429) or response.status_code >= 500
-    return RequestFailed(message, transient=transient, retry_after=_retry_after(response), code=code)
+def was_cut(exc: RequestFailed, *, wait: float, elapsed: float) -> bool:
+    """Whether a poll that asked for ``wait`` and failed with ``exc`` after ``elapsed`` seconds was cut while held."""
+    # Something on the way gave up on it (a proxy's read timeout, a load balancer's idle timeout):
+    # a transient failure after a while held, not the server's say-so (a Retry-After) nor our own
+    # timeout. The browser client draws the same line.
+    if not exc.transient or exc.timed_out or exc.retry_after is not None:
+        return False
+    return wait > 0 and elapsed >= min(CUT_AFTER, wait / 2)
 
 
 class PollingChatService:
@@ -127,17 +114,25 @@ class PollingChatService:
         self._outbox = Outbox(state_path)
         self._cursor: str | None = cursor or self._outbox.cursor
         self._given_cursor = cursor
+        self._fresh_read = False  # the cursor was dropped, and no poll after a cursor has worked since
+        self._synced = False  # a page without has_more has come: caught up with the session
+        self._cuts = 0  # long polls cut in a row
+        self._fallback_until = 0.0  # short polls until then: something cuts long polls
         self._etag: str | None = None
         self._seen: dict[str, tuple[str, str, str | None]] = {}
         self._local: dict[str, ChatMessage] = {}  # by client_message_id, our own sends
         self._waiters: dict[str, asyncio.Future[MessageResponse]] = {}
         self._outbox_changed = asyncio.Event()
         self._poll_now = asyncio.Event()
+        self._sender_wake = asyncio.Event()  # cuts a send retry's own delay short
         self._poll_lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._message_callbacks: list[MessageCallback] = []
         self._status_callbacks: list[StatusCallback] = []
+        self._unauthorized_callbacks: list[UnauthorizedCallback] = []
+        self._unauthorized_reported = False
+        self._send_refused: RequestFailed | None = None  # the 401 that stopped the sender
         self._subscribers: list[asyncio.Queue[MessageEvent | ConnectionStatus]] = []
         self._status = ConnectionStatus(state="offline")
         self._last_activity: float | None = None
@@ -170,6 +165,10 @@ class PollingChatService:
         """Call ``callback`` whenever the connection status changes."""
         self._status_callbacks.append(callback)
 
+    def on_unauthorized(self, callback: UnauthorizedCallback) -> None:
+        """Call ``callback`` once when the server refuses the token (401); polling and sending have stopped."""
+        self._unauthorized_callbacks.append(callback)
+
     def events(self) -> AsyncIterator[MessageEvent | ConnectionStatus]:
         """Every message event and status change from now on, as an async iterator.
 
@@ -190,15 +189,17 @@ class PollingChatService:
             self._subscribers.remove(queue)
 
     async def start_polling(self) -> None:
-        """Start the poller and the sender (either may be running already)."""
-        if self._poller is None:
+        """Start the poller and the sender (either may be running already, or stopped by a 401)."""
+        self._unauthorized_reported = False
+        if self._poller is None or self._poller.done():
             self._set_status(polling_active=True)
             self._poller = asyncio.create_task(self._poll_loop(), name=f"pollchat-poll-{self.session_id}")
         await self.start_sending()
 
     async def start_sending(self) -> None:
         """Start only the sender (for scripts that send without following the session)."""
-        if self._sender is None:
+        if self._sender is None or self._sender.done():
+            self._send_refused = None
             self._sender = asyncio.create_task(self._send_loop(), name=f"pollchat-send-{self.session_id}")
 
     async def stop_polling(self) -> None:
@@ -255,7 +256,8 @@ class PollingChatService:
         """Send a message; returns once the server acknowledged it or refused it for good.
 
         The message is queued first, so while the server is unreachable this waits (the sender
-        keeps retrying); the polling tasks must be running.
+        keeps retrying); the polling tasks must be running. When the server refuses the token,
+        this returns the refusal at once and the message stays queued.
         """
         message = self.enqueue(content, type=type, metadata=metadata)
         assert message.client_message_id is not None
@@ -266,6 +268,9 @@ class PollingChatService:
         current = self._local.get(client_message_id)
         if current is not None and current.status not in ("sending",):
             return self._response(current)
+        if self._send_refused is not None:
+            exc = self._send_refused
+            return MessageResponse(False, None, error=str(exc), code=exc.code, message=current)
         future = self._waiters.get(client_message_id)
         if future is None:
             future = asyncio.get_running_loop().create_future()
@@ -295,7 +300,7 @@ class PollingChatService:
         """The id of the user this service's token belongs to."""
         response = await self._request("GET", "/api/v1/admin/users/me")
         if response.status_code != 200:
-            raise _refusal(response)
+            raise refusal(response, self._clock.now())
         return str(response.json()["user"]["id"])
 
     async def get_messages(self, session_id: str, last_message_id: str | None = None) -> list[ChatMessage]:
@@ -304,11 +309,11 @@ class PollingChatService:
         since = last_message_id
         while True:
             async with self._poll_lock:
-                body = await self._get(session_id, since=since, wait=0, etag=None)
-            assert body is not None
-            messages += [ChatMessage.from_api(m) for m in body["messages"]]
-            since = body["cursor"]
-            if not body["has_more"]:
+                answer = await self._get(session_id, since=since, wait=0, etag=None)
+            assert answer is not None
+            messages += answer.messages
+            since = answer.cursor
+            if not answer.has_more:
                 return messages
 
     # polling
@@ -317,40 +322,95 @@ class PollingChatService:
         errors = 0
         while True:
             retry_after: float | None = None
+            # Cleared before the poll, not after: a send acknowledged while it is in flight may
+            # be missing from its page, so it must still cut the pause that follows short.
+            self._poll_now.clear()
             try:
                 has_more = await self._poll_once()
                 errors = 0
                 if has_more:
                     continue
             except RequestFailed as exc:
-                if exc.code == "session_not_found" and await self._create_session():
-                    continue
-                if exc.code in CURSOR_REFUSED and self._cursor is not None and self._cursor != self._given_cursor:
-                    # A cursor saved earlier that the server cannot use (its data was reset, say):
-                    # follow the session from its start instead of failing for ever.
-                    logger.warning("the server refused the cursor %r (%s); starting over", self._cursor, exc)
-                    self._cursor = self._etag = None
-                    self._outbox.set_cursor(None)
+                if exc.status == 401:
+                    # The token is refused: every poll would be. Stop, and say so, until the
+                    # application starts polling again (with a service holding a new token).
+                    self._failed(exc, errors + 1)
+                    self._set_status(polling_active=False)
+                    self._report_unauthorized(exc)
+                    return
+                if await self._got_past(exc):
                     continue
                 errors += 1
                 retry_after = exc.retry_after
                 self._failed(exc, errors)
-            since = None if self._last_activity is None else self._clock.monotonic() - self._last_activity
-            delay = self.strategy.poll_delay(errors=errors, seconds_since_activity=since, rng=self._rng)
-            if retry_after is not None:
-                delay = max(delay, retry_after * (1 + self.strategy.jitter * self._rng.random()))
-            if delay > 0:
-                self._poll_now.clear()
-                if retry_after is not None:
-                    # The server asked for this pause (e.g. a poll rate limit): a send must not cut it short.
-                    await self._clock.sleep(delay)
-                else:
-                    await self._sleep_or_wake(delay)
+            await self._pause(errors=errors, retry_after=retry_after)
 
-    async def _sleep_or_wake(self, delay: float) -> None:
-        # A send wakes a short-polling client early: an answer is likely soon.
-        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
-        waker = asyncio.ensure_future(self._poll_now.wait())
+    async def _got_past(self, exc: RequestFailed) -> bool:
+        """Deal with a failed poll that needs no pause; True when the next poll may go out at once."""
+        if exc.cut:
+            self._cut_short()
+            return True
+        if exc.code == "session_not_found":
+            return await self._create_session()
+        lowered = self.strategy.with_lower_wait((exc.body or {}).get("max_wait"))
+        if exc.code == "wait_too_long" and lowered is not None:
+            # This server holds polls for less time than we asked: ask for what it allows, at
+            # once. Retrying the refused wait would flip between error and connected for ever.
+            logger.info(
+                "the server refused wait=%g; asking for %g", self.strategy.long_poll_wait, lowered.long_poll_wait
+            )
+            self.strategy = lowered
+            return True
+        if exc.code in CURSOR_REFUSED and self._cursor is not None and self._cursor != self._given_cursor:
+            # A cursor saved earlier that the server cannot use (its data was reset, say):
+            # follow the session from its start instead of failing for ever. When the fresh
+            # read's cursor is refused too (instances that disagree), starting over at once
+            # would hammer the server: then it is an error with the usual backoff.
+            logger.warning("the server refused the cursor %r (%s); starting over", self._cursor, exc)
+            again = self._fresh_read
+            self._cursor = self._etag = None
+            self._outbox.set_cursor(None)
+            self._fresh_read = True
+            return not again
+        return False
+
+    def _cut_short(self) -> None:
+        # A long poll cut while held says nothing about the server or the network: it is made
+        # again at once, and no error is shown (should the network really be gone, that poll
+        # says so). Enough cuts in a row mean something cuts every long poll: short-poll a while.
+        self._cuts += 1
+        if self._cuts >= CUTS_BEFORE_FALLBACK:
+            self._cuts = 0
+            self._fallback_until = self._clock.monotonic() + FALLBACK_SECONDS
+            logger.warning("long polls keep being cut on the way; short polls for %g s", FALLBACK_SECONDS)
+
+    def _effective_mode(self) -> Literal["long", "short"]:
+        if self.strategy.mode == "short" or self._clock.monotonic() < self._fallback_until:
+            return "short"
+        return "long"
+
+    async def _pause(self, *, errors: int, retry_after: float | None) -> None:
+        since = None if self._last_activity is None else self._clock.monotonic() - self._last_activity
+        delay = self.strategy.poll_delay(
+            errors=errors, seconds_since_activity=since, rng=self._rng, mode=self._effective_mode()
+        )
+        # The server's Retry-After (e.g. a poll rate limit) is a floor that no send cuts short;
+        # the rest of the delay is ours, and a send may end it early.
+        floor = 0.0 if retry_after is None else self.strategy.retry_after_delay(retry_after, self._rng)
+        delay = max(delay, floor)
+        if delay > 0:
+            if floor > 0:
+                await self._clock.sleep(floor)
+            if delay > floor:
+                # A send wakes a short-polling client early: an answer is likely soon.
+                await self._sleep_or_wake(delay - floor, self._poll_now)
+
+    async def _sleep_or_wake(self, delay: float, wake: asyncio.Event) -> None:
+        loop_task = asyncio.current_task()
+        # Named after the loop that sleeps, so a clock (a test's) can tell whose pause it is.
+        name = f"{loop_task.get_name() if loop_task is not None else 'pollchat'}-pause"
+        sleeper = asyncio.create_task(self._clock.sleep(delay), name=name)
+        waker = asyncio.ensure_future(wake.wait())
         try:
             await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -375,48 +435,62 @@ class PollingChatService:
         return response.status_code == 201
 
     async def _poll_once(self) -> bool:
-        # Until a poll has answered, ask with wait=0: a quick answer shows "connected" at once
-        # instead of after a whole long poll; parking starts from the next poll.
-        connected = self._status.state == "connected"
-        wait = self.strategy.long_poll_wait if self.strategy.mode == "long" and connected else 0
+        # Catching up (the first pages of a session, a connection just back) is done with wait=0,
+        # so history and "connected" show at once instead of after a whole long poll; parking
+        # starts from the next poll.
+        recovering = self._status.state != "connected" or bool(self._status.error_count)
+        long = self._effective_mode() == "long" and self._synced and not recovering
+        wait = self.strategy.long_poll_wait if long else 0
+        since = self._cursor
         async with self._poll_lock:
             if self._status.state != "connected" or self._status.error_count:
                 self._set_status(state="polling")
-            body = await self._get(self.session_id, since=self._cursor, wait=wait, etag=self._etag)
+            started = self._clock.monotonic()
+            try:
+                answer = await self._get(self.session_id, since=since, wait=wait, etag=self._etag)
+            except RequestFailed as exc:
+                exc.cut = was_cut(exc, wait=wait, elapsed=self._clock.monotonic() - started)
+                raise
+        if since is not None:
+            self._fresh_read = False
+        if wait:
+            self._cuts = 0  # a long poll that ended normally
+        if recovering and len(self._outbox):
+            self._sender_wake.set()  # the server answers again: queued sends go out now
         self._set_status(
             state="connected", error_count=0, retry_attempts=0, last_successful_poll=self._clock.now(), last_error=None
         )
-        if body is None:  # 304
+        if answer is None:  # 304
             self.stats.not_modified += 1
             return False
-        messages = body["messages"]
-        if messages:
+        if answer.messages:
             self.stats.useful_polls += 1
         else:
             self.stats.empty_polls += 1
-        for data in messages:
-            self._receive(ChatMessage.from_api(data))
-        self._cursor = body["cursor"]
+        for message in answer.messages:
+            self._receive(message)
+        self._cursor = answer.cursor
         self._outbox.set_cursor(self._cursor)
-        return bool(body["has_more"])
+        self._synced = self._synced or not answer.has_more
+        return answer.has_more
 
-    async def _get(self, session_id: str, *, since: str | None, wait: float, etag: str | None) -> dict[str, Any] | None:
+    async def _get(self, session_id: str, *, since: str | None, wait: float, etag: str | None) -> Page | None:
         params: dict[str, Any] = {"session_id": session_id}
         if since:
             params["since"] = since
         if wait:
-            params["wait"] = wait
+            params["wait"] = query_number(wait)
         headers = {"If-None-Match": etag} if etag and not wait else {}
         timeout = httpx.Timeout(self._timeout, read=wait + self._timeout)
         response = await self._request("GET", f"{API}/messages", params=params, headers=headers, timeout=timeout)
         if response.status_code == 304:
             return None
         if response.status_code != 200:
-            raise _refusal(response)
+            raise refusal(response, self._clock.now())
+        answer = page(response)
         if session_id == self.session_id:
             self._etag = response.headers.get("etag")
-        body: dict[str, Any] = response.json()
-        return body
+        return answer
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         started = self._clock.monotonic()
@@ -425,16 +499,19 @@ class PollingChatService:
             response = await self._http.request(method, url, **kwargs)
         except httpx.ConnectError as exc:
             raise RequestFailed(f"cannot reach the server: {exc}", transient=True, offline=True) from exc
+        except httpx.TimeoutException as exc:
+            raise RequestFailed("the server did not answer in time", transient=True, timed_out=True) from exc
         except httpx.TransportError as exc:
-            raise RequestFailed(f"connection failed: {type(exc).__name__}", transient=True, network=True) from exc
+            raise RequestFailed(f"connection failed: {type(exc).__name__}", transient=True, offline=True) from exc
         self.stats.record_latency(self._clock.monotonic() - started)
         return response
 
     def _failed(self, exc: RequestFailed, errors: int) -> None:
         self.stats.errors += 1
-        # Offline: the server cannot be reached, or connections keep breaking. A server that
-        # answers, even with 5xx, is reachable: that is an error, not offline.
-        state: ConnectionState = "offline" if exc.offline or (exc.network and errors >= 3) else "error"
+        # Offline: no answer came (no connection, a connection cut, nothing in time). A server
+        # that answers, even with 5xx or a proxy's page, is reachable: that is an error. The
+        # browser client draws the same line, where fetch cannot tell a refusal from a reset.
+        state: ConnectionState = "offline" if exc.offline else "error"
         self._set_status(state=state, error_count=errors, retry_attempts=errors, last_error=str(exc))
 
     def _receive(self, message: ChatMessage) -> None:
@@ -468,36 +545,51 @@ class PollingChatService:
                 await self._send_batch(batch)
                 attempt = 0
             except RequestFailed as exc:
+                if exc.status == 401:
+                    # Refused for who sends, not for what: the queue is kept (in the state file
+                    # too) for a later start with a valid token; waiting callers hear why now.
+                    self._send_refused = exc
+                    self._release_waiters(exc)
+                    self._report_unauthorized(exc)
+                    return
                 if not exc.transient and len(batch) > 1:
                     # A server with a smaller batch limit: send the backlog one by one.
                     one_by_one = True
                     continue
                 if not exc.transient:
-                    # The whole request was refused (e.g. a bad token): fail the head only,
+                    # The whole request was refused (e.g. a closed session): fail the head only,
                     # so the queue keeps moving and the application sees why.
                     self._settle(batch[0], None, str(exc), exc.code)
                     continue
                 attempt += 1
                 self.stats.send_retries += 1
-                delay = self.strategy.send_delay(attempt, self._rng)
-                if exc.retry_after is not None:
-                    delay = max(delay, exc.retry_after)
-                self._set_status(retry_attempts=attempt, last_error=str(exc))
-                await self._clock.sleep(delay)
+                await self._retry_pause(attempt, exc)
+
+    async def _retry_pause(self, attempt: int, exc: RequestFailed) -> None:
+        # The server's Retry-After is a floor; the rest of the delay is ours, and a poll that
+        # finds the server again ends it: queued messages need not sit out their backoff.
+        floor = exc.retry_after or 0.0
+        delay = max(self.strategy.send_delay(attempt, self._rng), floor)
+        self._set_status(retry_attempts=attempt, last_error=str(exc))
+        self._sender_wake.clear()
+        if floor > 0:
+            await self._clock.sleep(floor)
+        if delay > floor:
+            await self._sleep_or_wake(delay - floor, self._sender_wake)
 
     async def _send_batch(self, batch: list[Outgoing]) -> None:
         if len(batch) == 1:
             response = await self._request("POST", f"{API}/messages", json=batch[0].request(self.client_name))
             if response.status_code in (200, 201):
-                self._settle(batch[0], response.json()["message"], None, None)
+                self._settle(batch[0], stored_message(response), None, None)
                 return
-            raise _refusal(response)
+            raise refusal(response, self._clock.now())
         response = await self._request(
             "POST", f"{API}/messages/batch", json={"messages": [i.request(self.client_name) for i in batch]}
         )
         if response.status_code != 200:
-            raise _refusal(response)
-        for item, result in zip(batch, response.json()["results"], strict=True):
+            raise refusal(response, self._clock.now())
+        for item, result in zip(batch, batch_results(response, len(batch)), strict=True):
             self._settle(item, result.get("message"), result.get("error"), result.get("code"))
 
     def _settle(self, item: Outgoing, stored: dict[str, Any] | None, error: str | None, code: str | None) -> None:
@@ -519,6 +611,24 @@ class PollingChatService:
         if future is not None and not future.done():
             future.set_result(response)
         self._poll_now.set()
+
+    def _release_waiters(self, exc: RequestFailed) -> None:
+        for client_message_id, future in list(self._waiters.items()):
+            if not future.done():
+                message = self._local.get(client_message_id)
+                future.set_result(MessageResponse(False, None, error=str(exc), code=exc.code, message=message))
+        self._waiters.clear()
+
+    def _report_unauthorized(self, exc: RequestFailed) -> None:
+        # Once, whichever loop hears it first: the application has one thing to do (sign in again).
+        if self._unauthorized_reported:
+            return
+        self._unauthorized_reported = True
+        for callback in self._unauthorized_callbacks:
+            try:
+                callback(exc)
+            except Exception:
+                logger.exception("a pollchat callback failed")
 
     # helpers
 

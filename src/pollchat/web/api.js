@@ -1,42 +1,60 @@
 // HTTP to the pollchat API: bearer token, JSON bodies, timeouts, and one error type.
 //
 // Every failure becomes a RequestFailed that says whether trying again can help (`transient`),
-// whether the server could not be reached at all (`offline`), how long the server asked us to
-// wait (`retryAfter`, from Retry-After) and its machine `code`. A request cancelled by its caller
-// (a session switch, sign-out) is `cancelled`, which loops treat as "stop", never as an error.
+// whether no answer came at all (`offline`: no connection, a connection cut, or no answer in
+// time, which is also `timedOut`), how long the server asked us to wait (`retryAfter`, from
+// Retry-After), its machine `code` and its JSON `body`. A request cancelled by its caller (a
+// session switch, sign-out) is `cancelled`, which loops treat as "stop", never as an error.
+
+import { systemClock } from "./environment.js";
 
 export const CHAT_API = "/api/v1/admin/chat";
 
 /** A request that did not get a usable answer. */
 export class RequestFailed extends Error {
-  constructor(message, { transient, offline = false, retryAfter = null, code = null, status = null, cancelled = false }) {
+  constructor(
+    message,
+    {
+      transient,
+      offline = false,
+      timedOut = false,
+      retryAfter = null,
+      code = null,
+      status = null,
+      cancelled = false,
+      body = null,
+    },
+  ) {
     super(message);
     this.name = "RequestFailed";
     this.transient = transient;
-    this.offline = offline;
+    this.offline = offline || timedOut;
+    this.timedOut = timedOut;
     this.retryAfter = retryAfter;
     this.code = code;
     this.status = status;
     this.cancelled = cancelled;
+    this.body = body;
   }
 }
 
-/** Seconds from a Retry-After header (delta-seconds or an HTTP date), or null. */
-export function retryAfterOf(response) {
+/** Seconds from a Retry-After header (delta-seconds or an HTTP date, counted from `now`), or null. */
+export function retryAfterOf(response, now = new Date()) {
   const value = response.headers.get("retry-after");
   if (value === null) return null;
-  const seconds = Number(value);
-  if (value.trim() !== "" && Number.isFinite(seconds)) return Math.max(0, seconds);
+  // Digits only: Number() would also take "0x10" or "1e9".
+  if (/^\d+(\.\d+)?$/.test(value.trim())) return Number(value);
   const date = Date.parse(value);
-  return Number.isNaN(date) ? null : Math.max(0, (date - Date.now()) / 1000);
+  return Number.isNaN(date) ? null : Math.max(0, (date - now.getTime()) / 1000);
 }
 
 /** The RequestFailed for a non-success response; 408, 425, 429 and 5xx are transient. */
-export async function refusal(response) {
+export async function refusal(response, now = new Date()) {
   let message = `HTTP ${response.status}`;
   let code = null;
+  let body = null;
   try {
-    const body = await response.json();
+    body = await response.json();
     message = String(body.error || response.statusText || message);
     code = body.code ?? null;
   } catch {
@@ -44,7 +62,7 @@ export async function refusal(response) {
   }
   const status = response.status;
   const transient = status === 408 || status === 425 || status === 429 || status >= 500;
-  return new RequestFailed(message, { transient, retryAfter: retryAfterOf(response), code, status });
+  return new RequestFailed(message, { transient, retryAfter: retryAfterOf(response, now), code, status, body });
 }
 
 /** Reads a JSON body; a connection cut mid-body is a transient failure. */
@@ -63,11 +81,13 @@ export class ApiClient {
    * @param {string} [options.baseUrl] the server ("" for the page's own origin)
    * @param {string} options.token a bearer token
    * @param {number} [options.timeout] seconds before an unanswered request is abandoned
+   * @param {object} [options.clock] times the timeouts and dates Retry-After (environment.js)
    */
-  constructor({ baseUrl = "", token, timeout = 15, fetchImpl = null }) {
+  constructor({ baseUrl = "", token, timeout = 15, fetchImpl = null, clock = systemClock }) {
     this.baseUrl = baseUrl.replace(/\/+$/, "");
     this.token = token;
     this.timeout = timeout;
+    this.clock = clock;
     this._fetch = fetchImpl || ((...args) => globalThis.fetch(...args));
   }
 
@@ -87,7 +107,7 @@ export class ApiClient {
     }
     const controller = new AbortController();
     let timedOut = false;
-    const timer = setTimeout(() => {
+    const timer = this.clock.setTimeout(() => {
       timedOut = true;
       controller.abort();
     }, (timeout ?? this.timeout) * 1000);
@@ -110,7 +130,7 @@ export class ApiClient {
     try {
       return await this._fetch(url, init);
     } catch (exc) {
-      if (timedOut) throw new RequestFailed("the server did not answer in time", { transient: true });
+      if (timedOut) throw new RequestFailed("the server did not answer in time", { transient: true, timedOut: true });
       if (signal && signal.aborted) {
         const reason = signal.reason;
         if (reason && reason.offline) {
@@ -122,7 +142,7 @@ export class ApiClient {
       // reset); browsers do not say which.
       throw new RequestFailed(`cannot reach the server (${exc.message || exc})`, { transient: true, offline: true });
     } finally {
-      clearTimeout(timer);
+      this.clock.clearTimeout(timer);
       if (signal) signal.removeEventListener("abort", cancel);
     }
   }
@@ -130,7 +150,7 @@ export class ApiClient {
   /** A request whose 2xx JSON body is returned; anything else throws RequestFailed. */
   async call(method, path, options = {}) {
     const response = await this.request(method, path, options);
-    if (!response.ok) throw await refusal(response);
+    if (!response.ok) throw await refusal(response, this.clock.now());
     return readJson(response);
   }
 }

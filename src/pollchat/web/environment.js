@@ -1,10 +1,15 @@
 // What the polling service asks of the browser: the time, visibility and connectivity.
 // Injected, so the service can run on a fake clock and a scripted environment.
 
-/** Wall time and a monotonic clock in seconds. */
+/**
+ * Wall time, a monotonic clock in seconds, and timers. Every wait of the polling service
+ * (backoff, Retry-After, request timeouts) goes through its clock, so tests run on fake time.
+ */
 export const systemClock = {
   now: () => new Date(),
   monotonic: () => performance.now() / 1000,
+  setTimeout: (callback, ms) => setTimeout(callback, ms),
+  clearTimeout: (handle) => clearTimeout(handle),
 };
 
 /** Visibility and connectivity of the page, and a way to hear when they change. */

@@ -8,9 +8,10 @@
 // A refused message (4xx) is set aside as `failed` and the queue moves on. A backlog goes out
 // through the batch endpoint in one request.
 //
-// Long polls are the default. When long polls keep being cut mid-wait by something between
-// us and the server (a proxy with a short read timeout), the poller falls back to adaptive
-// short polls for a while. Errors back off x1.5 with jitter up to 30 s and honour Retry-After.
+// Long polls are the default. A long poll cut while held by something between us and the
+// server (a proxy's 502/504 or a reset after its read timeout) is made again at once without
+// an error; when long polls keep being cut, the poller falls back to adaptive short polls for a
+// while. Errors back off x1.5 with jitter up to 30 s and honour Retry-After.
 // A hidden tab polls less often; the browser's online/visible events wake both loops.
 
 import { CHAT_API, RequestFailed, readJson, refusal } from "./api.js";
@@ -23,12 +24,21 @@ import { uuid } from "./storage.js";
 
 export const MAX_BATCH = 100;
 const CURSOR_CODES = new Set(["bad_cursor", "cursor_wrong_session", "cursor_ahead", "unknown_message"]);
-// A long poll that fails after this long in flight (or half its wait) was cut mid-wait.
+// A long poll that fails after this long in flight (or half its wait) was cut while held.
 const CUT_AFTER = 5;
-// This many cuts in a row, each followed by a prompt success, switch to short polls...
+// This many cuts in a row, with no long poll ending normally between them, switch to short polls...
 const CUTS_BEFORE_FALLBACK = 3;
 // ...for this long, then long polls are tried again.
 const FALLBACK_SECONDS = 300;
+
+/** Whether a poll that asked for `wait` and failed with `exc` after `elapsed` s was cut while held. */
+export function wasCut(exc, wait, elapsed) {
+  // Something on the way gave up on it (a proxy's read timeout, a load balancer's idle timeout):
+  // a transient failure after a while held, not the server's say-so (a Retry-After) nor our own
+  // timeout. The Python client draws the same line.
+  if (!(exc instanceof RequestFailed) || !exc.transient || exc.cancelled || exc.timedOut) return false;
+  return wait > 0 && exc.retryAfter === null && elapsed >= Math.min(CUT_AFTER, wait / 2);
+}
 
 function asFailure(exc) {
   // An answer we could not make sense of (a proxy's page, a bug) must not end a loop: it is
@@ -47,6 +57,9 @@ export class PollingChatService {
    * @param {PollingStrategy} [options.strategy] intervals; long polling by default
    * @param {Outbox} [options.outbox] the queue (persisted in localStorage when given a key)
    * @param {string|null} [options.clientName] kept on a session that a send creates
+   * @param {object} [options.clock] time and timers (environment.js); tests pass a fake one
+   * @param {function(): number} [options.rng] the random source of jitter
+   * @param {object} [options.environment] visibility and connectivity of the page
    */
   constructor({
     api,
@@ -72,12 +85,12 @@ export class PollingChatService {
     this._local = new Map(); // client_message_id -> our own message, every session
     this._waiters = new Map(); // client_message_id -> [resolve]
     this._listeners = { message: [], status: [], synced: [], unauthorized: [] };
-    this._pollNow = new Signal();
-    this._outboxChanged = new Signal();
-    this._senderWake = new Signal();
+    this._pollNow = new Signal(clock);
+    this._outboxChanged = new Signal(clock);
+    this._senderWake = new Signal(clock);
     // End waits that nothing else may cut short (Retry-After): a stop, a switch of session.
-    this._pollStopped = new Signal();
-    this._sendStopped = new Signal();
+    this._pollStopped = new Signal(clock);
+    this._sendStopped = new Signal(clock);
     this._generation = 0;
     this._pollTask = null;
     this._sendTask = null;
@@ -86,11 +99,13 @@ export class PollingChatService {
     this._switching = Promise.resolve();
     this._running = false;
     this._lastActivity = null;
-    this._cuts = 0;
-    this._lastFailureWasCut = false;
+    this._cuts = 0; // long polls cut in a row
     this._fallbackUntil = 0;
     this._synced = false;
+    this._freshRead = false; // the cursor was dropped, and no poll after a cursor has worked since
     this._unlisten = null;
+    this._unauthorizedReported = false;
+    this._sendRefused = null; // the 401 that stopped the sender
     this._status = Object.freeze({
       state: "offline",
       lastSuccessfulPoll: null,
@@ -162,6 +177,8 @@ export class PollingChatService {
   startPolling() {
     if (this._running) return;
     this._running = true;
+    this._unauthorizedReported = false;
+    this._sendRefused = null;
     this._unlisten = this._env.listen(
       () => this.wake(),
       () => {
@@ -221,7 +238,10 @@ export class PollingChatService {
       this._seen.clear();
       this._synced = false;
       this._lastActivity = null;
-      if (this._running && sessionId) this._pollTask = this._pollLoop(this._generation);
+      if (this._running && sessionId) {
+        this._setStatus({ pollingActive: true });
+        this._pollTask = this._pollLoop(this._generation);
+      }
     });
     return this._switching;
   }
@@ -286,6 +306,7 @@ export class PollingChatService {
   waitFor(clientMessageId) {
     const current = this._local.get(clientMessageId);
     if (current && current.status !== "sending") return Promise.resolve(this._response(current));
+    if (this._sendRefused) return Promise.resolve(this._refused(this._sendRefused, current || null));
     return new Promise((resolve) => {
       const list = this._waiters.get(clientMessageId) || [];
       list.push(resolve);
@@ -360,24 +381,35 @@ export class PollingChatService {
         if (hasMore) continue;
       } catch (exc) {
         if (!current() || exc.cancelled) break;
+        if (exc.cut) {
+          this._cutShort();
+          continue;
+        }
         exc = asFailure(exc);
         if (exc.status === 401) {
-          this._setStatus({ state: "error", lastError: exc.message });
-          this._emit("unauthorized", exc);
+          // The token is refused: every poll would be. Stop, and say so; the page signs in again.
+          this._failed(exc, errors + 1);
+          this._setStatus({ pollingActive: false });
+          this._reportUnauthorized(exc);
           break;
         }
         if (exc.code === "session_not_found" && (await this._createSession(this.sessionId))) continue;
-        if (exc.code === "wait_too_long" && this.strategy.longPollWait > 1) {
-          // This server holds polls for less time than we asked: ask for less.
-          this.strategy = this.strategy.with({ longPollWait: Math.max(1, Math.floor(this.strategy.longPollWait / 2)) });
+        const lowered = exc.code === "wait_too_long" ? this.strategy.withLowerWait(exc.body?.max_wait) : null;
+        if (lowered) {
+          // This server holds polls for less time than we asked: ask for what it allows, at once.
+          this.strategy = lowered;
           continue;
         }
         if (exc.status === 400 && CURSOR_CODES.has(exc.code) && this.cursor !== null) {
           // The server no longer knows our cursor (a reset database): read the session again;
-          // what we have already shown is recognised by its version and not shown twice.
+          // what we have already shown is recognised by its version and not shown twice. When
+          // the fresh read's cursor is refused too (instances that disagree), starting over at
+          // once would hammer the server: then it is an error with the usual backoff.
+          const again = this._freshRead;
           this.cursor = null;
           this._etag = null;
-          continue;
+          this._freshRead = true;
+          if (!again) continue;
         }
         errors += 1;
         retryAfter = exc.retryAfter;
@@ -394,10 +426,10 @@ export class PollingChatService {
       });
       // The server's Retry-After is a floor that no wake-up cuts short; the rest of the delay is
       // ours, and a send, a visible tab or "retry now" may end it early.
-      const floor = retryAfter === null ? 0 : retryAfter * (1 + this.strategy.jitter * this._rng());
+      const floor = retryAfter === null ? 0 : this.strategy.retryAfterDelay(retryAfter, this._rng);
       delay = Math.max(delay, floor);
       if (delay > 0) {
-        this._setStatus({ nextPollAt: Date.now() + delay * 1000 });
+        this._setStatus({ nextPollAt: this._clock.now().getTime() + delay * 1000 });
         if (floor > 0) await this._pollStopped.wait(floor * 1000);
         if (current() && delay > floor) await this._pollNow.wait((delay - floor) * 1000);
         this._setStatus({ nextPollAt: null });
@@ -411,8 +443,12 @@ export class PollingChatService {
     if (this.clientName) body.client_name = this.clientName;
     try {
       const response = await this.api.request("POST", `${CHAT_API}/sessions`, { json: body });
-      // 409: it exists now (a send of ours created it meanwhile) or it is somebody else's;
-      // the next poll tells which.
+      if (response.status === 409) {
+        // It exists now: a send of ours created it meanwhile (then we may read it, and the poll
+        // is simply repeated), or it is somebody else's (then the 404 stands).
+        const found = await this.api.request("GET", `${CHAT_API}/sessions/${encodeURIComponent(sessionId)}`);
+        return found.status === 200;
+      }
       return response.status === 201;
     } catch {
       return false;
@@ -429,19 +465,19 @@ export class PollingChatService {
     const controller = new AbortController();
     this._pollAbort = controller;
     const started = this._clock.monotonic();
+    const since = this.cursor;
     let body;
     try {
-      body = await this._get(this.sessionId, { since: this.cursor, wait, etag: this._etag, signal: controller.signal });
+      body = await this._get(this.sessionId, { since, wait, etag: this._etag, signal: controller.signal });
     } catch (exc) {
-      const elapsed = this._clock.monotonic() - started;
-      this._lastFailureWasCut =
-        wait > 0 && exc.transient && !exc.cancelled && elapsed >= Math.min(CUT_AFTER, wait / 2);
+      if (exc instanceof RequestFailed) exc.cut = wasCut(exc, wait, this._clock.monotonic() - started);
       throw exc;
     } finally {
       if (this._pollAbort === controller) this._pollAbort = null;
     }
     if (generation !== this._generation) throw new RequestFailed("cancelled", { transient: false, cancelled: true });
-    this._adapt(wait, body);
+    if (since !== null) this._freshRead = false;
+    if (wait > 0) this._cuts = 0; // a long poll that ended normally
     this._setStatus({
       state: "connected",
       errorCount: 0,
@@ -467,18 +503,15 @@ export class PollingChatService {
     return Boolean(body.has_more);
   }
 
-  _adapt(wait, body) {
-    // A long poll that completed normally resets the count of cuts; a success right after a
-    // cut adds one; enough in a row means something cuts long polls: short-poll for a while.
-    if (this._lastFailureWasCut) {
-      this._lastFailureWasCut = false;
-      this._cuts += 1;
-      if (this._cuts >= CUTS_BEFORE_FALLBACK && this.strategy.mode === "long") {
-        this._cuts = 0;
-        this._fallbackUntil = this._clock.monotonic() + FALLBACK_SECONDS;
-      }
-    } else if (wait > 0 && body !== null) {
+  _cutShort() {
+    // A long poll cut while held says nothing about the server or the network: it is made again
+    // at once, and no error is shown (should the network really be gone, that poll says so).
+    // Enough cuts in a row mean something cuts every long poll: short-poll for a while.
+    this._cuts += 1;
+    if (this._cuts >= CUTS_BEFORE_FALLBACK) {
       this._cuts = 0;
+      this._fallbackUntil = this._clock.monotonic() + FALLBACK_SECONDS;
+      this._setStatus({ mode: this._effectiveMode() });
     }
   }
 
@@ -495,8 +528,12 @@ export class PollingChatService {
       signal,
     });
     if (response.status === 304) return null;
-    if (response.status !== 200) throw await refusal(response);
+    if (response.status !== 200) throw await refusal(response, this._clock.now());
     const body = await readJson(response);
+    if (!body || !Array.isArray(body.messages) || typeof body.cursor !== "string") {
+      // A 200 that is no page (a captive portal's HTML, a proxy's JSON): an error like any bad answer.
+      throw new RequestFailed("unexpected answer: not a page of messages", { transient: true, status: 200 });
+    }
     if (sessionId === this.sessionId) this._etag = response.headers.get("etag");
     return body;
   }
@@ -516,7 +553,10 @@ export class PollingChatService {
 
   _failed(exc, errors) {
     this.stats.errors += 1;
-    const state = exc.offline || !this._env.online() || (exc.transient && errors >= 3) ? "offline" : "error";
+    // Offline: no answer came (fetch cannot tell a refused connection from a reset one), or the
+    // browser says it has no network. A server that answers, even with 5xx or a proxy's page,
+    // is reachable: that is an error. The Python client draws the same line.
+    const state = exc.offline || !this._env.online() ? "offline" : "error";
     this._setStatus({
       state,
       errorCount: errors,
@@ -563,7 +603,11 @@ export class PollingChatService {
         if (!this._running || exc.cancelled) break;
         exc = asFailure(exc);
         if (exc.status === 401) {
-          this._emit("unauthorized", exc);
+          // Refused for who sends, not for what: the queue is kept (in localStorage too) for a
+          // later start with a valid token; waiting callers hear why now.
+          this._sendRefused = exc;
+          this._releaseWaiters(exc);
+          this._reportUnauthorized(exc);
           break;
         }
         if (!exc.transient && batch.length > 1) {
@@ -599,7 +643,7 @@ export class PollingChatService {
           json: sendRequest(batch[0]),
           signal: controller.signal,
         });
-        if (response.status !== 200 && response.status !== 201) throw await refusal(response);
+        if (response.status !== 200 && response.status !== 201) throw await refusal(response, this._clock.now());
         const body = await readJson(response);
         this._settle(batch[0], body.message, null, null);
         return;
@@ -608,7 +652,7 @@ export class PollingChatService {
         json: { messages: batch.map(sendRequest) },
         signal: controller.signal,
       });
-      if (response.status !== 200) throw await refusal(response);
+      if (response.status !== 200) throw await refusal(response, this._clock.now());
       const body = await readJson(response);
       batch.forEach((item, index) => {
         const result = body.results[index] || {};
@@ -646,6 +690,25 @@ export class PollingChatService {
     waiters.forEach((resolve) => resolve(response));
     // An answer is likely soon: a short-polling client asks early.
     this._pollNow.set();
+  }
+
+  _releaseWaiters(exc) {
+    for (const [id, waiters] of this._waiters) {
+      const response = this._refused(exc, this._local.get(id) || null);
+      waiters.forEach((resolve) => resolve(response));
+    }
+    this._waiters.clear();
+  }
+
+  _refused(exc, message) {
+    return { success: false, message_id: null, error: exc.message, code: exc.code, message };
+  }
+
+  _reportUnauthorized(exc) {
+    // Once, whichever loop hears it first: the page has one thing to do (sign in again).
+    if (this._unauthorizedReported) return;
+    this._unauthorizedReported = true;
+    this._emit("unauthorized", exc);
   }
 
   // helpers

@@ -1,8 +1,11 @@
 // A resettable event for the loops of the polling service and the session list.
 
-/** A resettable event: `wait(ms)` resolves true when set, false on timeout. */
+import { systemClock } from "./environment.js";
+
+/** A resettable event: `wait(ms)` resolves true when set, false on timeout (timed by `clock`). */
 export class Signal {
-  constructor() {
+  constructor(clock = systemClock) {
+    this._clock = clock;
     this._set = false;
     this._waiters = [];
   }
@@ -27,12 +30,12 @@ export class Signal {
     return new Promise((resolve) => {
       let timer = null;
       const done = (value) => {
-        if (timer !== null) clearTimeout(timer);
+        if (timer !== null) this._clock.clearTimeout(timer);
         resolve(value);
       };
       this._waiters.push(done);
       if (Number.isFinite(ms)) {
-        timer = setTimeout(() => {
+        timer = this._clock.setTimeout(() => {
           this._waiters = this._waiters.filter((w) => w !== done);
           resolve(false);
         }, Math.max(0, ms));

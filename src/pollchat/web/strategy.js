@@ -4,7 +4,8 @@
 // as the previous one answers. Short polling adapts: `activeInterval` while the chat is busy,
 // `inactiveInterval` when idle. After errors the delay grows by `backoffMultiplier` up to
 // `maxInterval`. A hidden tab polls less often. Every delay gets random jitter so that clients
-// cut off together by a server restart do not all come back in the same second.
+// cut off together by a server restart do not all come back in the same second; jitter never
+// takes a delay past `maxInterval`, and only the server's own Retry-After may ask for longer.
 
 export const DEFAULTS = Object.freeze({
   mode: "long", // "long" or "short"
@@ -60,10 +61,31 @@ export class PollingStrategy {
     return this.jittered(delay, rng);
   }
 
+  /**
+   * A copy asking for less than a server refused (400 wait_too_long), or null when it cannot go
+   * lower. `maxWait` is the refusal's own field, the server's longest wait; a server that does
+   * not send it gets half the wait in whole seconds, down to 1 s.
+   */
+  withLowerWait(maxWait) {
+    if (typeof maxWait === "number" && maxWait > 0 && maxWait < this.longPollWait) {
+      return this.with({ longPollWait: maxWait });
+    }
+    if (this.longPollWait > 1) return this.with({ longPollWait: Math.max(1, Math.floor(this.longPollWait / 2)) });
+    return null;
+  }
+
   /** Seconds before retry number `attempt` (1-based) of a send: 1, 2, 4, 8, 8, ... */
   sendDelay(attempt, rng = Math.random) {
     const delays = this.sendRetryDelays;
     return this.jittered(delays[Math.min(attempt, delays.length) - 1], rng);
+  }
+
+  /**
+   * The pause for a server's `Retry-After: seconds`: at least that, jittered up to `maxInterval`.
+   * Waiting less would be refused again; past `maxInterval` only the server may take the pause.
+   */
+  retryAfterDelay(seconds, rng = Math.random) {
+    return Math.min(seconds * (1 + this.jitter * rng()), Math.max(seconds, this.maxInterval));
   }
 
   /** `delay` +- `jitter`, never more than `maxInterval`. */
