@@ -1,0 +1,1 @@
+"""What every layer shares: the records, the error tree, the rule book, cursors and ids."""
