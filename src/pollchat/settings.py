@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest request body in bytes; larger bodies get 413 unread."
     )
+    max_page_bytes: int = Field(
+        1024 * 1024,
+        ge=64 * 1024,
+        description="Most bytes of messages in one poll answer; a fuller page stops early with has_more.",
+    )
     max_wait: float = Field(60.0, gt=0, description="Longest long-poll `wait` a client may ask for, in seconds.")
     max_parked_polls_per_user: int = Field(
         20, ge=1, description="Long polls one user may have parked at once; more get 429."

@@ -85,7 +85,13 @@ def build_services(settings: Settings, *, clock: Clock | None = None, storage: S
             storage=storage, notifier=notifier, metrics=metrics, settings=settings, clock=clock, sessions=sessions
         ),
         polling=PollService(
-            storage=storage, notifier=notifier, metrics=metrics, clock=clock, sessions=sessions, cursors=cursors
+            storage=storage,
+            notifier=notifier,
+            metrics=metrics,
+            clock=clock,
+            sessions=sessions,
+            cursors=cursors,
+            max_page_bytes=settings.max_page_bytes,
         ),
         bodies=PageBodies(),
     )

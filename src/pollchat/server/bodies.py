@@ -14,7 +14,6 @@ a change of the session bumps its head, so later polls ask for a new key and old
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import NamedTuple
 
 
@@ -48,17 +47,19 @@ class PageBodies:
     def __len__(self) -> int:
         return len(self._bodies)
 
-    def get(self, key: PageKey, build: Callable[[], bytes]) -> bytes:
-        """The body for ``key``, built by ``build`` the first time."""
+    def get(self, key: PageKey) -> bytes | None:
+        """The body kept for ``key``, if any."""
         body = self._bodies.get(key)
         if body is not None:
             self._bodies.move_to_end(key)
-            return body
-        body = build()
-        if len(body) <= self._max_entry_bytes:
-            self._bodies[key] = body
-            self._bytes += len(body)
-            while len(self._bodies) > self._max_entries or self._bytes > self._max_bytes:
-                _, dropped = self._bodies.popitem(last=False)
-                self._bytes -= len(dropped)
         return body
+
+    def put(self, key: PageKey, body: bytes) -> None:
+        """Keep ``body`` for ``key``, unless it is too large to be worth keeping."""
+        if len(body) > self._max_entry_bytes or key in self._bodies:
+            return
+        self._bodies[key] = body
+        self._bytes += len(body)
+        while len(self._bodies) > self._max_entries or self._bytes > self._max_bytes:
+            _, dropped = self._bodies.popitem(last=False)
+            self._bytes -= len(dropped)

@@ -12,9 +12,11 @@ the OpenAPI document (``pollchat.server.routes.messages``).
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
@@ -35,6 +37,8 @@ PATH = "/api/v1/admin/chat/messages"
 QUERY_CACHE_SIZE = 4096
 QUERY_CACHE_MAX_LENGTH = 512
 _JSON = (b"content-type", b"application/json")
+# Pages with more text than this are serialised and compressed on a worker thread.
+OFFLOAD_BYTES = 64 * 1024
 
 
 def send_item(request: SendMessageRequest) -> SendItem:
@@ -127,26 +131,31 @@ class MessagesEndpoint:
             await respond(send, 304, answer)
             return 304
         answer.append(_JSON)
-        body = self._page_body(result)
+        body = await self._page_body(result)
         if len(body) >= services.settings.gzip_min_bytes:
             answer.append((b"vary", b"Accept-Encoding"))
             if b"gzip" in headers.get(b"accept-encoding", b""):
-                body = self._gzipped(result, body)
+                body = await self._gzipped(result, body)
                 answer.append((b"content-encoding", b"gzip"))
         await respond(send, 200, answer, body)
         return 200
 
-    @staticmethod
-    def _key(result: PollResult, encoding: str) -> PageKey:
+    async def _cached(self, result: PollResult, encoding: str, build: Callable[[], bytes], *, large: bool) -> bytes:
+        """A page's body for ``encoding``, built once per page; a large one on a worker thread.
+
+        Building and compressing a page of up to ``max_page_bytes`` takes milliseconds: done on
+        the event loop, it would hold up every other request meanwhile.
+        """
         assert result.page is not None
-        return PageKey(result.session_id, result.page.head, result.after, result.limit, encoding)
+        key = PageKey(result.session_id, result.page.head, result.after, result.limit, encoding)
+        body = self.services.bodies.get(key)
+        if body is None:
+            body = await asyncio.to_thread(build) if large else build()
+            self.services.bodies.put(key, body)
+        return body
 
-    def _gzipped(self, result: PollResult, plain: bytes) -> bytes:
-        """A page's JSON ``plain``, gzipped once per page."""
-        return self.services.bodies.get(self._key(result, "gzip"), lambda: gzip.compress(plain, 6))
-
-    def _page_body(self, result: PollResult) -> bytes:
-        """The JSON of a poll's page, built once per page."""
+    async def _page_body(self, result: PollResult) -> bytes:
+        """The JSON of a poll's page."""
         page = result.page
         assert page is not None
 
@@ -155,7 +164,12 @@ class MessagesEndpoint:
             answer = GetMessagesResponse(messages=messages, has_more=page.has_more, cursor=result.cursor)
             return answer.model_dump_json().encode()
 
-        return self.services.bodies.get(self._key(result, "identity"), build)
+        large = sum(len(m.content) for m in page.messages) > OFFLOAD_BYTES
+        return await self._cached(result, "identity", build, large=large)
+
+    async def _gzipped(self, result: PollResult, plain: bytes) -> bytes:
+        """A page's JSON ``plain``, gzipped."""
+        return await self._cached(result, "gzip", lambda: gzip.compress(plain, 6), large=len(plain) > OFFLOAD_BYTES)
 
     async def _send(self, receive: Receive, send: Send, user: User) -> int:
         services = self.services

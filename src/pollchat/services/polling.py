@@ -7,13 +7,14 @@ session service its owner, so "nothing new" (an empty page, a 304) is answered f
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from pollchat.clock import Clock
 from pollchat.domain.cursor import Cursors, is_message_id
 from pollchat.domain.errors import BadRequest
-from pollchat.domain.records import Page, User
+from pollchat.domain.records import Message, Page, User
 from pollchat.domain.rules import delivery_side
 from pollchat.metrics import Metrics
 from pollchat.services.notifier import Notifier
@@ -46,6 +47,43 @@ def _empty(head: int, after: int) -> Page:
     return Page(messages=[], head=head, has_more=False, upto=after)
 
 
+# Room for a message's fields other than its content and metadata, as JSON (ids, timestamps,
+# status...): well above what they take.
+_FIELDS_BYTES = 512
+# Whatever a string holds, its JSON takes at most this many bytes per character (``\u0001``).
+_WORST_EXPANSION = 6
+
+
+def _json_bytes(message: Message) -> int:
+    """An upper bound of the message's size in a page's JSON (escaped text counted as escaped)."""
+    size = _FIELDS_BYTES + len(json.dumps(message.content))
+    if message.metadata is not None:
+        size += len(json.dumps(message.metadata))
+    return size
+
+
+def fit_page(page: Page, max_bytes: int) -> Page:
+    """``page`` cut to its first messages that fit in ``max_bytes`` of JSON (at least one).
+
+    A cut page says ``has_more`` and ends its cursor after its last message, so the client
+    asks again at once and gets the rest: one member's large messages cannot make a page (and
+    the memory and time to build it) as large as ``limit`` times the largest message.
+    """
+    worst = sum(_WORST_EXPANSION * len(m.content) + (4096 if m.metadata else 0) + _FIELDS_BYTES for m in page.messages)
+    if worst <= max_bytes:
+        return page  # the common case, decided without measuring anything
+    kept, used = 0, 0
+    for message in page.messages:
+        used += _json_bytes(message)
+        if kept and used > max_bytes:
+            break
+        kept += 1
+    if kept == len(page.messages):
+        return page
+    messages = page.messages[:kept]
+    return Page(messages=messages, head=page.head, has_more=True, upto=messages[-1].change_seq)
+
+
 class PollService:
     """Answers polls and long polls, marking the other side's messages delivered."""
 
@@ -58,8 +96,10 @@ class PollService:
         clock: Clock,
         sessions: SessionService,
         cursors: Cursors,
+        max_page_bytes: int,
     ) -> None:
         self.storage = storage
+        self.max_page_bytes = max_page_bytes
         self.notifier = notifier
         self.metrics = metrics
         self.clock = clock
@@ -108,7 +148,7 @@ class PollService:
         """
         head = self.notifier.head(session_id)
         if head is None:
-            return await self.storage.changes(session_id, after=after, limit=limit)
+            return fit_page(await self.storage.changes(session_id, after=after, limit=limit), self.max_page_bytes)
         key = (session_id, after, limit, head)
         shared = self._reads.get(key)
         if shared is None:
@@ -116,7 +156,7 @@ class PollService:
             self._reads[key] = shared
             shared.add_done_callback(lambda _done: self._reads.pop(key, None))
         # Shielded: one poller going away must not cancel the read the others wait for.
-        return await asyncio.shield(shared)
+        return fit_page(await asyncio.shield(shared), self.max_page_bytes)
 
     async def _read(self, user: User, target: _Target, after: int, limit: int) -> Page:
         page = await self._changes(target.id, after, limit)
