@@ -173,7 +173,9 @@ async def test_sessions_close_refuses_sends_and_reopen_accepts_them(api: Api) ->
     messages, _ = await api.drain(alice, "s1")
     assert [m["content"] for m in messages] == ["before"]
 
-    r = await close_session(api, alice, "s1", status="active")
+    # Closing is final for the member; an operator may reopen.
+    assert_error(await close_session(api, alice, "s1", status="active"), 403, "reopen_not_allowed")
+    r = await close_session(api, op, "s1", status="active")
     assert r.status_code == 200 and r.json()["session"]["status"] == "active"
     assert (await api.send(alice, "s1", "reopened")).status_code == 201
     messages, _ = await api.drain(alice, "s1")
@@ -211,3 +213,25 @@ async def test_sessions_edit_in_a_closed_session_is_409(api: Api) -> None:
     assert_error(r, 409, "session_closed")
     messages, _ = await api.drain(alice, "s1")
     assert [m["content"] for m in messages] == ["hi"]
+
+
+async def test_sessions_member_cannot_reopen_a_session_an_operator_closed(api: Api) -> None:
+    """A member could reopen a session an operator had closed."""
+    alice = await api.user("alice")
+    op = await api.user("op", "operator")
+    await api.send(alice, "s1", "hello")
+    assert (await close_session(api, op, "s1")).status_code == 200
+    assert_error(await close_session(api, alice, "s1", status="active"), 403, "reopen_not_allowed")
+    assert_error(await api.send(alice, "s1", "still here?"), 409, "session_closed")
+
+
+async def test_sessions_operator_cannot_speak_as_the_member(api: Api) -> None:
+    """An operator could post ``type: "user"`` into a member's session, speaking as the member."""
+    alice = await api.user("alice")
+    op = await api.user("op", "operator")
+    await api.send(alice, "s1", "hello")
+    assert_error(await api.send(op, "s1", "I agree to everything", type="user"), 403, "type_not_allowed")
+    assert (await api.send(op, "s1", "How can I help?", type="assistant")).status_code == 201
+    assert (await api.send(op, "own", "a note to myself", type="user")).status_code == 201  # in its own session
+    messages, _ = await api.drain(alice, "s1")
+    assert [(m["type"], m["content"]) for m in messages] == [("user", "hello"), ("assistant", "How can I help?")]

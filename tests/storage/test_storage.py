@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pollchat.domain.errors import ConfigurationError, Conflict, NotFound
+from pollchat.domain.errors import ConfigurationError, Conflict, Forbidden, NotFound
 from pollchat.domain.records import Message, NewMessage, User
 from pollchat.domain.rules import is_staff
 from pollchat.storage import Storage, create_storage
@@ -377,14 +377,25 @@ async def test_append_to_a_closed_session_is_a_conflict(storage: Storage, make_u
     alice, staff = await make_user("alice"), await make_user("staff", "operator")
     await append_one(storage, alice, new("s1", "before"), tick)
     await storage.update_session("s1", closed=True, client_name=None, now=tick())
-    for author in (alice, staff):
-        (result,) = await storage.append([new("s1", "after")], author=author, now=tick())
+    for author, kind in ((alice, "user"), (staff, "assistant")):
+        (result,) = await storage.append([new("s1", "after", type=kind)], author=author, now=tick())
         assert result.message is None and isinstance(result.error, Conflict)
         assert result.error.code == "session_closed"
     assert [m.content for m in await everything(storage, "s1")] == ["before"]
     await storage.update_session("s1", closed=False, client_name=None, now=tick())
     await append_one(storage, alice, new("s1", "reopened"), tick)
     assert [m.content for m in await everything(storage, "s1")] == ["before", "reopened"]
+
+
+async def test_staff_post_into_another_users_session_as_assistant_only(
+    storage: Storage, make_user: MakeUser, tick: Tick
+) -> None:
+    alice, staff = await make_user("alice"), await make_user("staff", "operator")
+    await append_one(storage, alice, new("s1", "hello"), tick)
+    (result,) = await storage.append([new("s1", "as alice", type="user")], author=staff, now=tick())
+    assert result.message is None and isinstance(result.error, Forbidden) and result.error.code == "type_not_allowed"
+    await append_one(storage, staff, new("s1", "as the assistant", type="assistant"), tick)
+    assert [m.content for m in await everything(storage, "s1")] == ["hello", "as the assistant"]
 
 
 async def test_replay_of_a_client_message_id_returns_the_first(

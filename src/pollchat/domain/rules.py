@@ -52,6 +52,23 @@ def may_post_type(user: User, message_type: MessageType) -> bool:
     return message_type == "user" or is_staff(user)
 
 
+def may_speak_as(user: User, message_type: MessageType, owner_id: str) -> bool:
+    """Whether ``user`` may post ``message_type`` into a session owned by ``owner_id``.
+
+    In someone else's session staff answer as ``assistant`` only: nobody speaks as the member.
+    """
+    return owner_id == user.id or message_type == "assistant"
+
+
+def may_reopen(user: User) -> bool:
+    """Whether ``user`` may reopen a closed session: closing is final for members.
+
+    A member closes its own chat when done; a session an operator closed stays closed, so a
+    member starts a new session rather than reviving one somebody ended.
+    """
+    return is_staff(user)
+
+
 def delivery_side(user: User, owner_id: str) -> MessageType | None:
     """The type of message whose fetch by ``user`` counts as delivery in a session of ``owner_id``.
 

@@ -10,7 +10,7 @@ from pollchat.domain.cursor import Cursors
 from pollchat.domain.errors import Forbidden, NotFound
 from pollchat.domain.ids import is_well_formed_message_id
 from pollchat.domain.records import Message, Session, User
-from pollchat.domain.rules import delivery_side, is_staff, may_see_session
+from pollchat.domain.rules import delivery_side, is_staff, may_reopen, may_see_session
 from pollchat.services.notifier import Notifier
 from pollchat.settings import Settings
 from pollchat.storage.base import Storage
@@ -91,8 +91,10 @@ class SessionService:
 
     async def update(self, user: User, session_id: str, *, status: str | None, client_name: str | None) -> Session:
         """Close or reopen a session, or rename its client."""
-        await self.visible(user, session_id)
+        session = await self.visible(user, session_id)
         closed = None if status is None else status == "closed"
+        if session.closed and closed is False and not may_reopen(user):
+            raise Forbidden("only operators and admins reopen a closed session", code="reopen_not_allowed")
         updated = await self.storage.update_session(
             session_id, closed=closed, client_name=client_name, now=self.clock.now()
         )

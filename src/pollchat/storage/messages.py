@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pollchat.clock import isoformat, parse_iso
-from pollchat.domain.errors import Conflict, NotFound
+from pollchat.domain.errors import Conflict, Forbidden, NotFound
 from pollchat.domain.ids import new_message_id
 from pollchat.domain.records import Appended, Message, MessageType, NewMessage, Page, User
-from pollchat.domain.rules import is_replay, may_see_session
+from pollchat.domain.rules import is_replay, may_see_session, may_speak_as
 from pollchat.storage.command import HeadMoved, Operation, count, execute, fetch_all, fetch_one, placeholders
 from pollchat.storage.rows import MESSAGE_COLUMNS, message_of
 from pollchat.storage.sessions import lock_session
@@ -78,7 +78,11 @@ def _append_one(item: NewMessage, *, author: User, stamp: str) -> Operation[Appe
         item.session_id, owner_id=author.id, client_name=item.client_name, stamp=stamp
     )
     if not may_see_session(author, owner_id):
-        return Appended(None, error=NotFound("no such session", code="session_not_found"))
+        return Appended(None, error=NotFound(f"no session {item.session_id!r}", code="session_not_found"))
+    if not may_speak_as(author, item.type, owner_id):
+        return Appended(
+            None, error=Forbidden("in another's session, staff post as `assistant` only", code="type_not_allowed")
+        )
     if closed:
         # A replay is answered before the closed check: the same key always answers with the
         # first message, also when the session closed after it was stored (a lost acknowledgement).
