@@ -68,6 +68,15 @@ class Settings(BaseSettings):
         ge=64 * 1024,
         description="Most bytes of messages in one poll answer; a fuller page stops early with has_more.",
     )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a request may take to send its headers; a slower connection is closed."
+    )
+    body_timeout: float = Field(
+        30.0, gt=0, description="Seconds a request may take to send its body; a slower one gets 408."
+    )
+    max_connections: int = Field(
+        25_000, ge=10, description="Open connections (or requests in flight) one process serves; more get 503."
+    )
     max_wait: float = Field(60.0, gt=0, description="Longest long-poll `wait` a client may ask for, in seconds.")
     max_parked_polls_per_user: int = Field(
         20, ge=1, description="Long polls one user may have parked at once; more get 429."

@@ -68,6 +68,13 @@ class MethodNotAllowed(PollchatError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(PollchatError):
+    """The client took too long to send its request."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
 class Conflict(PollchatError):
     """The object's state refuses this (a closed session, a duplicate name)."""
 

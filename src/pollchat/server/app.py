@@ -19,7 +19,7 @@ from pollchat.assistants import create_responder
 from pollchat.assistants.runner import AssistantRunner
 from pollchat.clock import Clock, SystemClock
 from pollchat.domain.cursor import Cursors
-from pollchat.domain.errors import PayloadTooLarge
+from pollchat.domain.errors import PayloadTooLarge, RequestTimeout
 from pollchat.metrics import Metrics, RequestCounter
 from pollchat.server.auth import Authenticator, hash_token, new_token
 from pollchat.server.bodies import PageBodies
@@ -169,7 +169,11 @@ class PollchatApp:
         self._framework_stack = GZipMiddleware(framework, minimum_size=services.settings.gzip_min_bytes)
         self._requests = RequestCounter(services.metrics)
         max_bytes = services.settings.max_body_bytes
-        self._bodies = BodyReader(max_bytes=max_bytes, drain_bytes=max(4 * max_bytes, _DRAIN_BYTES))
+        self._bodies = BodyReader(
+            max_bytes=max_bytes,
+            drain_bytes=max(4 * max_bytes, _DRAIN_BYTES),
+            timeout=services.settings.body_timeout,
+        )
 
     def lifespan(self) -> AbstractAsyncContextManager[Any]:
         """Start-up and shutdown, for running the app without a server (tests)."""
@@ -213,7 +217,7 @@ class PollchatApp:
         if isinstance(exc, ClientDisconnected):
             return 499  # nobody to answer: the client went away before its request was whole
         response = failure_response(exc)
-        if isinstance(exc, PayloadTooLarge):
+        if isinstance(exc, (PayloadTooLarge, RequestTimeout)):
             response.headers["connection"] = "close"  # the rest of a refused body is not read
         await response(scope, receive, send)
         return response.status_code

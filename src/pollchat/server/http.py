@@ -8,11 +8,12 @@ every endpoint.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from starlette.types import Message, Receive, Scope, Send
 
-from pollchat.domain.errors import BadRequest, PayloadTooLarge
+from pollchat.domain.errors import BadRequest, PayloadTooLarge, RequestTimeout
 
 # Headers that name who is asking or what a body is: a second copy is ambiguous, and two
 # readers could each pick a different one. A request carrying one twice is refused.
@@ -81,12 +82,26 @@ class BodyReader:
     413, and client libraries retry a reset as a network fault for ever.
     """
 
-    def __init__(self, *, max_bytes: int, drain_bytes: int) -> None:
+    def __init__(self, *, max_bytes: int, drain_bytes: int, timeout: float) -> None:
         self.max_bytes = max_bytes
         self.drain_bytes = max(drain_bytes, max_bytes)
+        self.timeout = timeout
 
     async def read(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The body; None if the client went away first. Raises ``PayloadTooLarge`` past the limit."""
+        """The body; None if the client went away first.
+
+        Raises ``PayloadTooLarge`` past the limit, ``RequestTimeout`` when the body takes longer
+        than ``timeout`` seconds (a slow sender holds a connection and a task meanwhile).
+        """
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._read(scope, receive)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.timeout:g} seconds", code="body_timeout"
+            ) from None
+
+    async def _read(self, scope: Scope, receive: Receive) -> bytes | None:
         length = header(scope, b"content-length")
         declared = int(length) if length.isdigit() else None
         if length and declared is None:

@@ -22,6 +22,7 @@ from uvicorn.supervisors import Multiprocess
 
 from pollchat.domain.errors import ConfigurationError
 from pollchat.server.app import PollchatApp, TokenAnnouncer, create_app
+from pollchat.server.protocol import Config
 from pollchat.settings import Settings
 
 # How a parent process hands its settings to uvicorn's worker processes.
@@ -77,6 +78,9 @@ def _options(settings: Settings) -> dict[str, Any]:
         "timeout_keep_alive": 75,
         "timeout_graceful_shutdown": 10,
         "server_header": False,
+        # Past this many connections (or requests in flight) uvicorn answers 503 at once.
+        "limit_concurrency": settings.max_connections,
+        "header_timeout": settings.header_timeout,
     }
 
 
@@ -97,7 +101,7 @@ def run(settings: Settings, *, announce_token: TokenAnnouncer | None = None) -> 
     """
     _check(settings)
     if settings.workers == 1:
-        _Server(uvicorn.Config(serving_app(settings, announce_token=announce_token), **_options(settings))).run()
+        _Server(Config(serving_app(settings, announce_token=announce_token), **_options(settings))).run()
         return
     os.environ[_WORKER_SETTINGS] = settings.model_dump_json()
     config = uvicorn.Config(
