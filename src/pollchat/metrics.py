@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
 
 class Metrics:
     """Every metric the server exports."""
 
     def __init__(self) -> None:
+        # No ``*_created`` series: they doubled the exposition and nobody reads them. The switch
+        # is prometheus_client's own, process-wide, and the same for every app in the process.
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "pollchat_http_requests",

@@ -353,3 +353,30 @@ async def test_send_retry_of_an_edited_message_is_still_a_replay(api: Api) -> No
     assert edit.status_code == 200, edit.text
     again = await api.send(alice, "s1", "helo", client_message_id="k1")
     assert again.status_code == 200 and again.json()["message_id"] == first.json()["message_id"]
+
+
+async def test_every_success_answer_has_one_shape(api: Api) -> None:
+    """Sends carried ``error: null, code: null`` and edits did not: a success never names an error."""
+    alice = await api.user("alice")
+    sent = (await api.send(alice, "s1", "hi")).json()
+    edited = (
+        await api.http.patch(f"{API}/messages/{sent['message_id']}", json={"content": "hey"}, headers=api.auth(alice))
+    ).json()
+    batch = (
+        await api.http.post(
+            f"{API}/messages/batch", json={"messages": [{"content": "b", "session_id": "s1"}]}, headers=api.auth(alice)
+        )
+    ).json()
+    for answer in (sent, edited, batch, batch["results"][0]):
+        assert answer["success"] is True
+        assert "error" not in answer and "code" not in answer
+
+
+async def test_send_into_another_users_session_says_ids_are_shared(api: Api) -> None:
+    """A member sending to ``demo``, which another user owned, got a bare 404 although a send creates sessions."""
+    alice, bob = await api.user("alice"), await api.user("bob")
+    await api.send(alice, "demo", "mine")
+    body = assert_error(await api.send(bob, "demo", "hello"), 404, "session_not_found")
+    assert "shared by every user" in body["error"]
+    missing = assert_error(await api.poll(bob, "nobody-has-this"), 404, "session_not_found")
+    assert missing["error"].replace("nobody-has-this", "demo") == body["error"]  # missing and taken alike

@@ -105,3 +105,12 @@ async def test_metrics_belong_to_one_app(make_api: Any, make_settings: Callable[
     async with make_api(make_settings()) as other:
         assert metric(await scrape(other), "pollchat_messages_stored_total", type="user") == 0
     assert metric(await scrape(api), "pollchat_messages_stored_total", type="user") == 1
+
+
+async def test_metrics_have_no_created_series(api: Api) -> None:
+    """``/metrics`` doubled its output with ``_created`` series nobody reads."""
+    alice = await api.user("alice")
+    await api.send(alice, "s1", "hello")
+    text = (await api.http.get("/metrics")).text
+    assert "pollchat_http_requests_total" in text
+    assert "_created" not in text

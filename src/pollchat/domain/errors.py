@@ -107,3 +107,26 @@ class ConfigurationError(PollchatError):
     """Settings that cannot work (an unknown database scheme, a missing driver)."""
 
     code = "configuration_error"
+
+
+# One sentence for one situation, whichever layer finds it. A session that exists but is
+# someone else's is told exactly as one that does not exist.
+
+
+def no_session(session_id: str) -> NotFound:
+    """The refusal for a session that is missing or not the caller's."""
+    return NotFound(
+        f"no session {session_id!r} that you can use (session ids are shared by every user: pick one nobody"
+        " else uses, or let POST /api/v1/admin/chat/sessions make one)",
+        code="session_not_found",
+    )
+
+
+def no_message() -> NotFound:
+    """The refusal for a message that is missing or in a session the caller may not see."""
+    return NotFound("no such message", code="message_not_found")
+
+
+def no_user() -> NotFound:
+    """The refusal for a user id that names nobody."""
+    return NotFound("no such user", code="user_not_found")

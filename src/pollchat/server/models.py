@@ -6,7 +6,15 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
 
 from pollchat.clock import isoformat
 from pollchat.domain.records import Message, Session
@@ -217,13 +225,25 @@ class UserView(BaseModel):
 
 
 class SendMessageResponse(BaseModel):
-    """The seed's ``SendMessageResponse``: the stored message's id, or the error."""
+    """The seed's ``SendMessageResponse``: the stored message's id, or the error.
+
+    A success has the shape of every other success: no ``error`` and ``code``, which only a
+    refused item of a batch carries.
+    """
 
     success: bool
     message_id: str | None = None
     message: ChatMessage | None = None
     error: str | None = None
     code: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _one_shape(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.success:
+            data.pop("error", None)
+            data.pop("code", None)
+        return data
 
 
 class BatchSendResponse(BaseModel):

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pollchat.clock import Clock
-from pollchat.domain.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PollchatError
+from pollchat.domain.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    PayloadTooLarge,
+    PollchatError,
+    no_message,
+)
 from pollchat.domain.records import Appended, Message, MessageType, NewMessage, User
 from pollchat.domain.rules import may_post_type, may_see_session
 from pollchat.metrics import Metrics
@@ -127,7 +134,7 @@ class SendService:
         session = await self.storage.get_session(message.session_id) if message is not None else None
         # Another member's message is answered exactly as a missing one: no oracle of ids.
         if message is None or session is None or not may_see_session(user, session.owner_id):
-            raise NotFound("no such message", code="message_not_found")
+            raise no_message()
         if message.user_id != user.id:
             raise Forbidden("only the author may edit a message", code="not_author")
         if session.closed:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from pollchat.clock import Clock
 from pollchat.domain.cursor import Cursors
-from pollchat.domain.errors import Forbidden, NotFound
+from pollchat.domain.errors import Forbidden, NotFound, no_session
 from pollchat.domain.ids import is_well_formed_message_id
 from pollchat.domain.records import Message, Session, User
 from pollchat.domain.rules import delivery_side, is_staff, may_reopen, may_see_session
@@ -41,7 +41,7 @@ class SessionService:
     @staticmethod
     def not_found(session_id: str) -> NotFound:
         """The refusal for a session that is missing or not the caller's: the same for both."""
-        return NotFound(f"no session {session_id!r}", code="session_not_found")
+        return no_session(session_id)
 
     def known_owner(self, session_id: str) -> str | None:
         """The owner of a session seen lately, without storage."""

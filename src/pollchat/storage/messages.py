@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pollchat.clock import isoformat, parse_iso
-from pollchat.domain.errors import Conflict, Forbidden, NotFound
+from pollchat.domain.errors import Conflict, Forbidden, no_message, no_session
 from pollchat.domain.ids import new_message_id
 from pollchat.domain.records import Appended, Message, MessageType, NewMessage, Page, User
 from pollchat.domain.rules import is_replay, may_see_session, may_speak_as
@@ -78,7 +78,7 @@ def _append_one(item: NewMessage, *, author: User, stamp: str) -> Operation[Appe
         item.session_id, owner_id=author.id, client_name=item.client_name, stamp=stamp
     )
     if not may_see_session(author, owner_id):
-        return Appended(None, error=NotFound(f"no session {item.session_id!r}", code="session_not_found"))
+        return Appended(None, error=no_session(item.session_id))
     if not may_speak_as(author, item.type, owner_id):
         return Appended(
             None, error=Forbidden("in another's session, staff post as `assistant` only", code="type_not_allowed")
@@ -227,7 +227,7 @@ def edit(message_id: str, *, content: str, now: datetime) -> Operation[Message]:
     """Replace a message's content (bumps its change sequence); unknown: ``NotFound``."""
     row = yield fetch_one("SELECT session_id FROM messages WHERE id = ?", message_id)
     if row is None:
-        raise NotFound("no such message", code="message_not_found")
+        raise no_message()
     session_id = row[0]
     (head,) = yield fetch_one("UPDATE sessions SET head = head + 1 WHERE id = ? RETURNING head", session_id)
     row = yield fetch_one(

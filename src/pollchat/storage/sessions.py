@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pollchat.clock import isoformat
-from pollchat.domain.errors import Conflict, NotFound
+from pollchat.domain.errors import Conflict, no_session
 from pollchat.domain.records import Session
 from pollchat.storage.command import Operation, Statement, fetch_all, fetch_one
 from pollchat.storage.rows import SESSION_COLUMNS, session_of
@@ -95,5 +95,5 @@ def update_session(
         session_id,
     )
     if row is None:
-        raise NotFound("no such session", code="session_not_found")
+        raise no_session(session_id)
     return session_of(row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pollchat.clock import isoformat, parse_iso
-from pollchat.domain.errors import Conflict, NotFound
+from pollchat.domain.errors import Conflict, no_user
 from pollchat.domain.ids import new_user_id
 from pollchat.domain.records import Role, User
 from pollchat.storage.command import Lock, Operation, TokenChanged, execute, fetch_all, fetch_one
@@ -65,7 +65,7 @@ def set_token(user_id: str, token_hash: str | None) -> Operation[User]:
         user_id,
     )
     if row is None:
-        raise NotFound("no such user", code="user_not_found")
+        raise no_user()
     yield TokenChanged(user_id)
     return user_of(row)
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from pollchat.domain.errors import Forbidden, NotFound
+from pollchat.domain.errors import Forbidden, no_user
 from pollchat.domain.ids import is_well_formed_user_id
 from pollchat.domain.records import User
 from pollchat.domain.rules import may_manage_users
@@ -69,7 +69,7 @@ def _target(user_id: str, caller: User) -> str:
         raise Forbidden("only admins may change another user's token", code="not_your_token")
     if not is_well_formed_user_id(user_id):
         # Checked before storage: a malformed id (NUL, a megabyte of text) names no user.
-        raise NotFound("no such user", code="user_not_found")
+        raise no_user()
     return user_id
 
 
