@@ -13,7 +13,7 @@ class Metrics:
     def __init__(self) -> None:
         # No ``*_created`` series: they doubled the exposition and nobody reads them. The switch
         # is prometheus_client's own, process-wide, and the same for every app in the process.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "pollchat_http_requests",

@@ -52,6 +52,15 @@ ASSISTANT_USER = "assistant"
 ADMIN_USER = "admin"
 
 TokenAnnouncer = Callable[[str], None]
+
+API_DESCRIPTION = """Chat over plain HTTP polling: short polls, long polls, ETags, idempotent sends.
+
+Every request under `/api/v1/admin` needs `Authorization: Bearer <token>`. **Session ids are
+shared by every user**: a send to a session id nobody uses creates that session for the caller,
+while a session id someone else uses answers 404, exactly as a session that does not exist.
+Let the server make an unguessable id (`POST /api/v1/admin/chat/sessions` without `id`), or pick
+a random one, so that nobody takes your id first.
+"""
 # A refused body is still read up to this many bytes (or four times the limit), so that the
 # client reads its 413 instead of a connection reset.
 _DRAIN_BYTES = 64 * 1024 * 1024
@@ -289,8 +298,10 @@ def create_app(
     framework = FastAPI(
         title="pollchat",
         version=__version__,
-        description="Chat over plain HTTP polling: short polls, long polls, ETags, idempotent sends.",
+        description=API_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by routes.web from the package's own files
+        redoc_url=None,
     )
     _describe_truthfully(framework)
     framework.state.services = services

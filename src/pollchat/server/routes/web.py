@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -28,7 +29,32 @@ PAGE_SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
+# The API's own page (Swagger UI, shipped in web/vendor/ by scripts/vendor): nothing from a
+# CDN on the origin that holds the token. Swagger UI starts from an inline script.
+DOCS_SECURITY_HEADERS = {
+    **PAGE_SECURITY_HEADERS,
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline';"
+        " img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+}
+SWAGGER_UI = "/web/vendor/swagger-ui-dist"
+
 router = APIRouter(include_in_schema=False)
+
+
+@router.get("/docs")
+async def docs() -> HTMLResponse:
+    """The OpenAPI document, browsable, from files this server ships."""
+    page = get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="pollchat API",
+        swagger_js_url=f"{SWAGGER_UI}/swagger-ui-bundle.js",
+        swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
+        swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
+    )
+    page.headers.update(DOCS_SECURITY_HEADERS)
+    return page
 
 
 @router.get("/")
