@@ -53,16 +53,18 @@ def serve(**flags: Any) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     base = f"http://{settings.host}:{settings.port}"
 
-    def announce(token: str) -> None:
-        click.echo(f"First start: created user 'admin'. Its token, shown only this once:\n\n    {token}\n")
-        click.echo(f"Open the chat: {base}/#token={token}")
-        click.echo(f"Or: curl -H 'Authorization: Bearer {token}' {base}/api/v1/admin/chat/sessions\n")
+    def announce(token: str | None) -> None:
+        if token is None:
+            click.echo(f"Open the chat: {base}/  (sign in with a token; `pollchat users rotate admin` makes one)")
+        else:
+            click.echo(f"First start: created user 'admin'. Its token, shown only this once:\n\n    {token}\n")
+            click.echo(f"Open the chat: {base}/#token={token}")
+            click.echo(f"Or: curl -H 'Authorization: Bearer {token}' {base}/api/v1/admin/chat/sessions\n")
         sys.stdout.flush()
 
     try:
-        click.echo(f"pollchat: assistant={settings.assistant} database={settings.database_url}")
-        click.echo(f"Serving on {base}/  (API under {base}/api/v1, docs at {base}/docs)")
-        click.echo(f"Chat page: {base}/#token=<token>  (add &session=NAME to open a session)")
+        where = f"database {settings.database_url}, assistant {settings.assistant}"
+        click.echo(f"pollchat serving on {base}/ ({where}; API docs at {base}/docs)")
         sys.stdout.flush()
         run(settings, announce_token=announce)
     except PollchatError as exc:

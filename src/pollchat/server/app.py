@@ -51,7 +51,8 @@ logger = logging.getLogger(__name__)
 ASSISTANT_USER = "assistant"
 ADMIN_USER = "admin"
 
-TokenAnnouncer = Callable[[str], None]
+# Called once the app can serve: with the first admin's token when start-up minted one, else None.
+TokenAnnouncer = Callable[[str | None], None]
 
 API_DESCRIPTION = """Chat over plain HTTP polling: short polls, long polls, ETags, idempotent sends.
 
@@ -263,7 +264,8 @@ def create_app(
     """The ASGI app for ``settings``.
 
     Args:
-        announce_token: called with the first admin's token when start-up mints one.
+        announce_token: called once start-up is done, with the first admin's token when it
+            minted one (to show once), else with None.
         wake_on_signals: answer parked long polls at once on SIGTERM/SIGINT (for servers;
             tests that run the app in-process leave the signals alone).
         freeze_after_startup: take what start-up built out of every later garbage collection
@@ -280,7 +282,7 @@ def create_app(
         try:
             token = await ensure_admin(services)
             services.auth.forget()
-            if token is not None and announce_token is not None:
+            if announce_token is not None:
                 announce_token(token)
             runner = await _start_assistant(services)
             app.state.assistant = runner

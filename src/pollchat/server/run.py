@@ -96,8 +96,9 @@ def run(settings: Settings, *, announce_token: TokenAnnouncer | None = None) -> 
     """Serve until SIGINT or SIGTERM; the process then exits 0.
 
     Args:
-        announce_token: called with the first admin's token when start-up mints one (one
-            process only: workers start on a database whose admin exists or is set).
+        announce_token: called once start-up is done, with the first admin's token when it
+            minted one, else None (one process only: workers start on a database whose admin
+            exists or is set).
     """
     _check(settings)
     if settings.workers == 1:
