@@ -1,4 +1,4 @@
-"""Shared fixtures: settings on a fresh SQLite file, an in-process app, users with tokens."""
+"""Shared fixtures: settings on a fresh SQLite file, an in-process app, users with tokens, real server processes."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from pollchat.server.app import create_app
 from pollchat.settings import Settings
+from tests.servers import ServerFactory
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 API = "/api/v1/admin/chat"
@@ -159,3 +160,21 @@ def no_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if key.startswith("POLLCHAT_") and key != "POLLCHAT_REQUIRE_ALL":
             monkeypatch.delenv(key)
     yield
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Real ``pollchat serve`` processes of this test, with ``ADMIN_TOKEN``, on this test's own SQLite file.
+
+    ``await servers.start(port=..., env={...}, args=[...], admin_token=None, database_url=...)``
+    returns a healthy server, ``servers.spawn(...)`` one that may not serve yet, and
+    ``servers.server(...)`` one to ``start()`` later (see ``tests/servers.py``). Every one is
+    killed and reaped at teardown, whatever happened; their output is printed then, which pytest
+    shows when the test fails.
+    """
+    factory = ServerFactory(tmp_path, admin_token=ADMIN_TOKEN)
+    try:
+        yield factory
+    finally:
+        factory.close()
+        print(factory.output())

@@ -17,8 +17,8 @@ from pollchat.server.auth import hash_token
 from pollchat.settings import Settings
 from pollchat.storage import create_storage
 from tests.conftest import Api, FakeClock, running
-from tests.integration.conftest import clean_env, pollchat_executable
 from tests.server.support import assert_error
+from tests.servers import clean_env, pollchat_command
 from tests.storage.conftest import empty_database
 
 
@@ -90,7 +90,7 @@ def test_cli_users_unknown_name_fails_cleanly(database: str, command: str) -> No
 async def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """``pollchat ARGS`` as its own process, as an operator at a shell would run it."""
     return await asyncio.to_thread(
-        subprocess.run, [pollchat_executable(), *args], capture_output=True, text=True, env=clean_env(), timeout=60
+        subprocess.run, [*pollchat_command(), *args], capture_output=True, text=True, env=clean_env(), timeout=60
     )
 
 

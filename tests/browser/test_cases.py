@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import ServerProcess
 from tests.client_cases import CASES, Case, check, collapse
+from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.browser
 

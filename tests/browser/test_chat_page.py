@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.browser.conftest import PageFactory, ServerProcess
+from tests.browser.conftest import PageFactory
 from tests.conftest import API
+from tests.servers import ServerProcess
 
 try:
     from playwright.sync_api import expect

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import ServerProcess
+from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.browser
 

@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from pollchat.client import ConnectionStatus, MessageEvent, PollingChatService, PollingStrategy
-from tests.e2e.conftest import ServerProcess, wait_until
+from tests.e2e.conftest import wait_until
 from tests.e2e.proxy import ChaosProxy
+from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 

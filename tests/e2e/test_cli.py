@@ -20,8 +20,8 @@ from typing import IO, Any
 
 import pytest
 
-from tests.e2e.conftest import POLLCHAT, ServerProcess, clean_env
 from tests.e2e.proxy import ChaosProxy
+from tests.servers import ServerProcess, clean_env, pollchat_command
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 def spawn(args: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
     """A ``pollchat`` process in its own process group, killed and reaped whatever happens."""
     proc: subprocess.Popen[bytes] = subprocess.Popen(
-        [POLLCHAT, *args], env=clean_env(), start_new_session=True, **kwargs
+        [*pollchat_command(), *args], env=clean_env(), start_new_session=True, **kwargs
     )
     try:
         yield proc

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, API
-from tests.integration.conftest import ServerFactory, auth
+from tests.servers import ServerFactory, auth
 
 pytestmark = pytest.mark.integration
 

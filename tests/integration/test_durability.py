@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, API
-from tests.integration.conftest import ServerFactory, auth, wait_healthy
+from tests.servers import ServerFactory, auth
 
 pytestmark = pytest.mark.integration
 
@@ -133,8 +133,7 @@ async def test_kill_9_under_load_loses_doubles_and_reorders_nothing(servers: Ser
             server.kill_group()
             crashed.set()
             assert await server.wait_exit(5) is not None, "the server survived SIGKILL"
-            restarted = servers.spawn(port=server.port)
-            await wait_healthy(restarted)
+            restarted = await servers.start(port=server.port)
             await load(LOAD_AFTER_RESTART, after_crash=True)
             stop.set()
             await asyncio.gather(*tasks)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, API
-from tests.integration.conftest import ServerFactory, auth, clean_env, free_port, pollchat_executable
+from tests.servers import ServerFactory, auth, clean_env, free_port, pollchat_command
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +104,7 @@ async def test_users_create_from_the_shell_while_serving(servers: ServerFactory)
     server = await servers.start()
     done = await asyncio.to_thread(
         subprocess.run,
-        [pollchat_executable(), "users", "create", "carol", "--role", "operator", "--database", servers.database_url],
+        [*pollchat_command(), "users", "create", "carol", "--role", "operator", "--database", servers.database_url],
         capture_output=True,
         text=True,
         env=clean_env(),
@@ -128,7 +128,7 @@ async def test_users_create_from_the_shell_while_serving(servers: ServerFactory)
     # The same name again is refused without a traceback.
     again = await asyncio.to_thread(
         subprocess.run,
-        [pollchat_executable(), "users", "create", "carol", "--database", servers.database_url],
+        [*pollchat_command(), "users", "create", "carol", "--database", servers.database_url],
         capture_output=True,
         text=True,
         env=clean_env(),

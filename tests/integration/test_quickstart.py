@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import missing
-from tests.integration.conftest import ServerFactory, clean_env
+from tests.servers import ServerFactory, clean_env
 
 pytestmark = pytest.mark.integration
 

@@ -159,10 +159,10 @@ async def chaos(cluster: Cluster, started: float, log: list[str]) -> None:
         await asyncio.sleep(max(0.0, started + offset - time.monotonic()))
 
     await at(KILL_AT)
-    await victim.kill()
+    victim.kill()
     log.append(f"{time.monotonic() - started:5.1f}s SIGKILL {victim.name}")
     await at(RESTART_AT)
-    await victim.restart()
+    await asyncio.to_thread(victim.start)
     log.append(f"{time.monotonic() - started:5.1f}s {victim.name} serving again on port {victim.port}")
     await at(PG_RESTART_AT)
     took = await restart_postgres()

@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.scaleout.cluster import API, Cluster, Instance
+from tests.scaleout.cluster import API, Cluster
 from tests.scaleout.conftest import MakeCluster
+from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ _PARKED = re.compile(r"^pollchat_parked_long_polls (\S+)$", re.MULTILINE)
 
 @asynccontextmanager
 async def clients(
-    cluster: Cluster, instances: Sequence[Instance], timeout: float = 30.0
+    cluster: Cluster, instances: Sequence[ServerProcess], timeout: float = 30.0
 ) -> AsyncIterator[list[httpx.AsyncClient]]:
     """One HTTP client per instance, straight to it (no nginx)."""
     async with AsyncExitStack() as stack:
@@ -233,7 +234,7 @@ async def test_two_workers_on_postgres_serve_and_sigterm_answers_parked_polls(ma
         exited = time.monotonic() - sigterm
     assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
     assert all(r.json()["messages"] == [] for r in answers)
-    assert code == 0, server.log_tail()
+    assert code == 0, server.output()
     assert not any(Path(f"/proc/{p}").exists() for p in workers)
     print(f"\n--workers 2: parked polls answered {answered:.2f} s after SIGTERM; exited after {exited:.2f} s")
 
