@@ -56,6 +56,16 @@ class Sender:
     def client_message_id(self, number: int) -> str:
         return f"s{self.index}-m{number}"
 
+    def body(self, number: int) -> dict[str, str]:
+        session_id = self.session_for(number)
+        return {
+            "content": self.content(number),
+            "session_id": session_id,
+            "client_message_id": self.client_message_id(number),
+            # In the admin's session the operators answer, as operators may only there.
+            "type": "assistant" if session_id == SHARED else "user",
+        }
+
     async def run(self, url: str, stop: asyncio.Event, crashed: asyncio.Event) -> None:
         number = 0
         async with httpx.AsyncClient(base_url=url, headers=auth(self.token), timeout=5.0) as http:
@@ -64,11 +74,7 @@ class Sender:
                 number += 1
 
     async def send(self, http: httpx.AsyncClient, number: int, crashed: asyncio.Event) -> None:
-        body = {
-            "content": self.content(number),
-            "session_id": self.session_for(number),
-            "client_message_id": self.client_message_id(number),
-        }
+        body = self.body(number)
         while True:
             try:
                 r = await http.post(f"{API}/messages", json=body)
@@ -115,7 +121,7 @@ async def test_kill_9_under_load_loses_doubles_and_reorders_nothing(servers: Ser
             )
             assert r.status_code == 201, r.text
             senders.append(Sender(i, r.json()["token"]))
-        # The shared session belongs to the admin; operators may post into any session.
+        # The shared session belongs to the admin; operators may answer in any session.
         r = await http.post(f"{API}/sessions", json={"id": SHARED}, headers=auth(ADMIN_TOKEN))
         assert r.status_code == 201, r.text
 
@@ -185,7 +191,7 @@ async def test_kill_9_under_load_loses_doubles_and_reorders_nothing(servers: Ser
 
         async def replay(s: Sender, cmid: str) -> None:
             ack = s.acks[cmid]
-            body = {"content": s.content(ack.number), "session_id": ack.session_id, "client_message_id": cmid}
+            body = s.body(ack.number)
             async with semaphore:
                 r = await http.post(f"{API}/messages", json=body, headers=auth(s.token))
             assert r.status_code == 200, r.text
