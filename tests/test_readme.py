@@ -63,3 +63,33 @@ def test_the_settings_table_names_only_real_settings() -> None:
 def test_there_are_settings_and_flags_to_check() -> None:
     assert len(Settings.model_fields) >= 10
     assert {flag for flag, _ in serve_flags()} >= {"--host", "--port", "--database", "--assistant"}
+
+
+def api_table_paths() -> list[tuple[str, str]]:
+    """(method, path) of every row of the README's API table, with ``/api/v1`` in front."""
+    found: list[tuple[str, str]] = []
+    for line in readme().splitlines():
+        cell = re.match(r"^\|\s*((?:`[A-Z]+[^|]*?`(?:,\s*)?)+)\s*\|", line)
+        if not cell:
+            continue
+        spans = re.findall(r"`([A-Z]+)(?: ([^`]+))?`", cell.group(1))
+        paths = [path for _, path in spans if path]
+        for method, path in spans:
+            for target in [path] if path else paths:
+                bare = re.sub(r"[?\[].*$", "", target)  # without the query or its options
+                found.append((method, bare if bare.startswith("/api/") else "/api/v1" + bare))
+    return found
+
+
+def test_every_path_of_the_readmes_api_table_exists() -> None:
+    """The README said ``GET /health`` was at the root; it is ``/api/v1/health``."""
+    from pollchat.server.app import create_app
+
+    schema = create_app(Settings(database_url="sqlite:///:memory:")).openapi()["paths"]
+    rows = api_table_paths()
+    assert len(rows) >= 12
+    for method, path in rows:
+        template = re.sub(r"\{[^}]+\}", "{}", path)
+        known = {re.sub(r"\{[^}]+\}", "{}", p): ops for p, ops in schema.items()}
+        assert template in known, f"README names {method} {path}, which the API does not have"
+        assert method.lower() in known[template], f"README names {method} {path}, but the path has no {method}"

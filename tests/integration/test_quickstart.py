@@ -70,6 +70,12 @@ async def test_chat_with_curl_as_the_readme_shows(servers: ServerFactory) -> Non
     block = readme_curl_block()
     assert README_URL in block
     script = re.sub(r"^TOKEN=.*$", f"TOKEN={shlex.quote(token)}", block, count=1, flags=re.MULTILINE)
+    # The block names its session by the clock: keep one name, so that running it again is a replay.
+    session = re.search(r"^SESSION=(.*?)\s+#", block, re.MULTILINE)
+    assert session is not None, "the quick start no longer picks its own session id"
+    session_id = (await shell(f"echo {session.group(1)}")).strip()
+    assert session_id.startswith("chat-") and len(session_id) > len("chat-")
+    script = re.sub(r"^SESSION=.*$", f"SESSION={session_id}", script, count=1, flags=re.MULTILINE)
     script = script.replace(README_URL, server.url)
     sent, first_poll = json_values(await shell(script))
     assert sent["success"] is True, sent
@@ -86,7 +92,7 @@ async def test_chat_with_curl_as_the_readme_shows(servers: ServerFactory) -> Non
         any(m["type"] == "assistant" for m in latest.values()) and latest[sent["message_id"]]["status"] == "delivered"
     ):
         assert time.monotonic() < deadline, f"no echo within 30 s: {latest}"
-        url = f"{server.url}/api/v1/admin/chat/messages?session_id=demo&since={cursor}&wait=10"
+        url = f"{server.url}/api/v1/admin/chat/messages?session_id={session_id}&since={cursor}&wait=10"
         (answer,) = json_values(await shell(f"curl -s -H 'Authorization: Bearer {token}' '{url}'"))
         assert answer["success"] is True, answer
         latest.update({m["id"]: m for m in answer["messages"]})
@@ -101,7 +107,7 @@ async def test_chat_with_curl_as_the_readme_shows(servers: ServerFactory) -> Non
     (final,) = json_values(
         await shell(
             f"curl -s -H 'Authorization: Bearer {token}'"
-            f" '{server.url}/api/v1/admin/chat/messages?session_id=demo&limit=500'"
+            f" '{server.url}/api/v1/admin/chat/messages?session_id={session_id}&limit=500'"
         )
     )
     assert [m["content"] for m in final["messages"]].count("hello") == 1

@@ -105,9 +105,7 @@ def run(settings: Settings, *, announce_token: TokenAnnouncer | None = None) -> 
         _Server(Config(serving_app(settings, announce_token=announce_token), **_options(settings))).run()
         return
     os.environ[_WORKER_SETTINGS] = settings.model_dump_json()
-    config = uvicorn.Config(
-        "pollchat.server.run:worker_app", factory=True, workers=settings.workers, **_options(settings)
-    )
+    config = Config(_WORKER_APP, factory=True, workers=settings.workers, **_options(settings))
     sock: socket.socket = config.bind_socket()
     # uvicorn's supervisor: it restarts a worker that dies and stops them all on SIGTERM; its
     # own exit is a plain return, so the command exits 0 after a requested stop.
