@@ -6,6 +6,7 @@ import { ChatView } from "./chatview.js";
 import { ConnectionIndicator } from "./indicator.js";
 import { Outbox } from "./outbox.js";
 import { PollingChatService } from "./polling.js";
+import { Reachability } from "./reachability.js";
 import { SessionDirectory, SessionListView } from "./sessions.js";
 import { Signal } from "./signal.js";
 import { fingerprint, load, removePrefix, save } from "./storage.js";
@@ -22,6 +23,7 @@ class App {
     this.profile = null;
     this.service = null;
     this.directory = null;
+    this.reachability = null;
     this.current = null;
     this._unsubscribe = [];
     this._profileWake = new Signal();
@@ -50,7 +52,7 @@ class App {
         bannerText: $("banner-text"),
         retry: $("retry-now"),
       },
-      { onRetry: () => this.service && this.service.wake() },
+      { onRetry: () => this.retryNow() },
     );
     this.list = new SessionListView($("sessions"), { onOpen: (id) => this.openSession(id) });
     this._bindPage();
@@ -82,7 +84,11 @@ class App {
       this.view.maybeMarkRead();
       this._seeCurrent();
     });
-    window.addEventListener("online", () => this._profileWake.set());
+    window.addEventListener("online", () => {
+      this._profileWake.set();
+      if (this.directory) this.directory.refreshSoon();
+    });
+    window.addEventListener("offline", () => this.reachability && this.reachability.forget());
     // Relative times ("5 min ago") age; a read mark may have failed and be due again.
     setInterval(() => {
       if (!this.directory) return;
@@ -179,13 +185,15 @@ class App {
   start(token, { session = null, create = false }) {
     this.token = token;
     this.prefix = `pollchat:${fingerprint(token)}:`;
-    this.api = new ApiClient({ token });
+    const reachability = new Reachability(() => this.reachability === reachability && this.renderConnection());
+    this.reachability = reachability;
+    this.api = new ApiClient({ token, onOutcome: (outcome) => reachability.note(outcome) });
     this.profile = load(`${this.prefix}profile`, null);
     this.service = new PollingChatService({ api: this.api, outbox: new Outbox(`${this.prefix}outbox`) });
     this.directory = new SessionDirectory({ api: this.api, prefix: this.prefix });
     this._unsubscribe = [
       this.service.on("message", (event) => this.onMessage(event)),
-      this.service.on("status", (status) => this.onStatus(status)),
+      this.service.on("status", () => this.renderConnection()),
       this.service.on("synced", () => this.onSynced()),
       this.service.on("unauthorized", () => this.unauthorized()),
     ];
@@ -198,7 +206,7 @@ class App {
     $("app").hidden = false;
     document.title = "pollchat";
     this.applyProfile();
-    this.onStatus(this.service.connectionStatus);
+    this.renderConnection();
     this.service.startPolling();
     this.directory.start();
     this.loadProfile(token);
@@ -218,6 +226,7 @@ class App {
     this.token = null;
     this.service = null;
     this.directory = null;
+    this.reachability = null;
     this.current = null;
     this.profile = null;
     this._profileWake.set();
@@ -460,21 +469,30 @@ class App {
   onMessage({ kind, message }) {
     if (message.status === "failed" && message.code === "session_closed") this.directory.markClosed(message.session_id);
     if (kind === "new" || kind === "update") this.directory.refreshSoon();
-    this.indicator.update(this.service.connectionStatus, this.service.outbox.size);
+    this.renderConnection();
     if (message.session_id !== this.current) return;
     if (kind === "discard") this.view.remove(message);
     else this.view.upsert(message, kind);
     if (kind === "new" || !message.id.startsWith("local:")) this._seeCurrent();
   }
 
-  onStatus(status) {
-    if (!this.service) return;
+  /** The indicator and the banner: the poller's status, or what the page's other requests found. */
+  renderConnection() {
+    if (!this.service || !this.reachability) return;
+    const status = this.reachability.status(this.service.connectionStatus);
     this.indicator.update(status, this.service.outbox.size);
     document.body.dataset.connection = status.state;
     if (status.state === "connected") {
       this._profileWake.set();
       this.view.maybeMarkRead();
     }
+  }
+
+  /** "Retry now": everything waiting to ask the server asks now. */
+  retryNow() {
+    if (this.service) this.service.wake();
+    if (this.directory) this.directory.refreshSoon();
+    this._profileWake.set();
   }
 
   onSynced() {
