@@ -157,7 +157,8 @@ export class ApiClient {
     if (timedOut) return new RequestFailed("the server did not answer in time", { transient: true, timedOut: true });
     if (signal && signal.aborted) {
       const reason = signal.reason;
-      if (reason && reason.offline) return new RequestFailed("the browser is offline", { transient: true, offline: true });
+      const offline = Boolean(reason && reason.offline);
+      if (offline) return new RequestFailed("the browser is offline", { transient: true, offline: true });
       return new RequestFailed("cancelled", { transient: false, cancelled: true });
     }
     // fetch rejects with a TypeError when no connection could be made (offline, refused,

@@ -1,8 +1,17 @@
 // The page: signs in, wires the polling service, the session list and the chat view together.
 
 import { ApiClient, RequestFailed } from "./api.js";
-import { readFragment, scrubFragment, storeToken, storedToken, validSessionId } from "./auth.js";
+import {
+  linkQuestion,
+  readFragment,
+  scrubFragment,
+  storeToken,
+  storedToken,
+  validSessionId,
+  whoseToken,
+} from "./auth.js";
 import { ChatView } from "./chatview.js";
+import { ChoiceDialog } from "./dialog.js";
 import { ConnectionIndicator } from "./indicator.js";
 import { Outbox } from "./outbox.js";
 import { PollingChatService } from "./polling.js";
@@ -27,6 +36,14 @@ class App {
     this.current = null;
     this._unsubscribe = [];
     this._profileWake = new Signal();
+    this._linkAsked = 0;
+    this.choice = new ChoiceDialog({
+      dialog: $("choice"),
+      title: $("choice-title"),
+      text: $("choice-text"),
+      accept: $("choice-accept"),
+      decline: $("choice-decline"),
+    });
     this.view = new ChatView(
       {
         list: $("messages"),
@@ -103,8 +120,15 @@ class App {
   boot() {
     const { token, session } = readFragment(window.location.hash);
     if (window.location.hash) scrubFragment();
+    const stored = storedToken();
+    if (token && stored && token !== stored) {
+      // Whoever is signed in stays so until the link's account is known (and, if another, accepted).
+      this.start(stored, {});
+      this.followLink(token, validSessionId(session) ? session : null);
+      return;
+    }
     if (token) storeToken(token);
-    const use = token || storedToken();
+    const use = token || stored;
     if (!use) {
       this.showSignIn();
       return;
@@ -118,12 +142,57 @@ class App {
     scrubFragment();
     const target = validSessionId(session) ? session : null;
     if (token && token !== this.token) {
-      await this.stop();
-      storeToken(token);
-      this.start(token, { session: target, create: Boolean(target) });
+      if (this.token) await this.followLink(token, target);
+      else await this.switchTo(token, target);
     } else if (target && this.token) {
       this.openSession(target, { create: true });
     }
+  }
+
+  /**
+   * A link holding `token` while somebody is signed in. The token is looked up first: the same
+   * user's token signs in as any link does; another account's (or one that cannot be checked
+   * now) is used only when the reader says so, and declining leaves everything as it was.
+   */
+  async followLink(token, session) {
+    const asked = ++this._linkAsked;
+    const signedIn = this.token;
+    const [theirs, mine] = await Promise.all([whoseToken(token), this.whoAmI()]);
+    if (asked !== this._linkAsked) return;
+    if (!this.token) {
+      await this.switchTo(token, session);
+      return;
+    }
+    if (this.token !== signedIn) {
+      await this.followLink(token, session);
+      return;
+    }
+    if (theirs.user && mine && theirs.user.id === mine.id) {
+      await this.switchTo(token, session);
+      return;
+    }
+    const pending = this.service ? this.service.outbox.size : 0;
+    const accepted = await this.choice.ask(linkQuestion(theirs, mine, { session, pending }));
+    if (accepted && asked === this._linkAsked) await this.switchTo(token, session);
+  }
+
+  /** The signed-in user: the profile when known, else asked of the server (null when it cannot say). */
+  async whoAmI() {
+    if (this.profile) return this.profile;
+    const { token, api } = this;
+    try {
+      const body = await api.call("GET", "/api/v1/admin/users/me");
+      return this.token === token ? body.user : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Sign in with `token` instead of whoever is signed in, opening `session` when given. */
+  async switchTo(token, session) {
+    await this.stop();
+    storeToken(token);
+    this.start(token, { session, create: Boolean(session) });
   }
 
   showSignIn(error = null) {
@@ -142,14 +211,14 @@ class App {
     const button = $("signin-button");
     button.disabled = true;
     try {
-      await new ApiClient({ token }).call("GET", "/api/v1/admin/users/me");
-      storeToken(token);
-      this.start(token, {});
-    } catch (exc) {
-      const refused = exc instanceof RequestFailed && exc.status === 401;
-      this.showSignIn(
-        refused ? "That token was not accepted." : `Cannot check the token now (${exc.message}). Try again.`,
-      );
+      const found = await whoseToken(token);
+      if (found.user) {
+        storeToken(token);
+        this.start(token, {});
+      } else {
+        const error = found.refused ? null : found.error.message;
+        this.showSignIn(error ? `Cannot check the token now (${error}). Try again.` : "That token was not accepted.");
+      }
     } finally {
       button.disabled = false;
     }
