@@ -16,7 +16,7 @@ import { ConnectionIndicator } from "./indicator.js";
 import { Outbox } from "./outbox.js";
 import { PollingChatService } from "./polling.js";
 import { Reachability } from "./reachability.js";
-import { SessionDirectory, SessionListView } from "./sessions.js";
+import { SessionDirectory, SessionListView, sessionTitle } from "./sessions.js";
 import { Signal } from "./signal.js";
 import { fingerprint, load, removePrefix, save } from "./storage.js";
 
@@ -401,9 +401,10 @@ class App {
       for (const message of service.localMessages(id)) this.view.upsert(message, "new");
       // An unknown session is looked up (and created when asked) before polling it, so the
       // poller does not race the creation; an unreachable server does not hold the poller up.
+      // A chat created here has no name: its title is its id in every view and on every load.
       const ready =
         create || !known
-          ? directory.ensure(id, create && this.profile ? this.profile.name : null).catch((exc) => {
+          ? directory.ensure(id).catch((exc) => {
               if (this.current === id) this.showNote(`Cannot open this chat: ${exc.message}`);
             })
           : Promise.resolve();
@@ -461,10 +462,12 @@ class App {
     if (!id || !this.directory) return;
     const session = this.directory.get(id);
     const closed = Boolean(session && session.status === "closed");
-    $("chat-title").textContent = (session && session.client_name) || id;
+    const title = sessionTitle(session, id);
+    $("chat-title").textContent = title;
+    document.title = `${title} · pollchat`;
     const type = this.sendType(id);
     const parts = [];
-    if (session && session.client_name) parts.push(id);
+    if (title !== id) parts.push(id);
     if (type === "assistant") parts.push("you reply as the assistant");
     $("chat-sub").textContent = parts.join(" · ");
     const pill = $("chat-status");
