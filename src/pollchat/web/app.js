@@ -22,6 +22,18 @@ import { fingerprint, load, removePrefix, save } from "./storage.js";
 
 const $ = (id) => document.getElementById(id);
 const OPERATOR_ROLES = new Set(["operator", "admin"]);
+// The message box shows the longest of these that fits its width.
+const USER_PLACEHOLDERS = [
+  "Write a message (Enter sends, Shift+Enter starts a new line)",
+  "Write a message (Enter sends)",
+  "Write a message",
+];
+const ASSISTANT_PLACEHOLDERS = [
+  "Reply as the assistant (Enter sends, Shift+Enter starts a new line)",
+  "Reply as the assistant (Enter sends)",
+  "Reply as the assistant",
+  "Reply",
+];
 
 /** One signed-in browser tab. */
 class App {
@@ -478,10 +490,7 @@ class App {
     toggle.hidden = !session || Boolean(session.local);
     this.view.setComposer({
       enabled: !closed,
-      placeholder:
-        type === "assistant"
-          ? "Reply as the assistant (Enter sends, Shift+Enter starts a new line)"
-          : "Write a message (Enter sends, Shift+Enter starts a new line)",
+      placeholders: type === "assistant" ? ASSISTANT_PLACEHOLDERS : USER_PLACEHOLDERS,
       note: closed ? "This chat is closed. Reopen it to write again." : null,
     });
   }
