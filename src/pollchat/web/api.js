@@ -5,6 +5,10 @@
 // time, which is also `timedOut`), how long the server asked us to wait (`retryAfter`, from
 // Retry-After), its machine `code` and its JSON `body`. A request cancelled by its caller (a
 // session switch, sign-out) is `cancelled`, which loops treat as "stop", never as an error.
+//
+// `onOutcome` hears what every request (cancelled ones aside) says about the server: that it
+// answered, with which status, or that no answer came. The page's connection indicator uses it
+// while no chat poll speaks for the connection.
 
 import { systemClock } from "./environment.js";
 
@@ -48,6 +52,11 @@ export function retryAfterOf(response, now = new Date()) {
   return Number.isNaN(date) ? null : Math.max(0, (date - now.getTime()) / 1000);
 }
 
+/** Whether trying again can help after an answer with this status: 408, 425, 429 and 5xx. */
+export function transientStatus(status) {
+  return status === 408 || status === 425 || status === 429 || status >= 500;
+}
+
 /** The RequestFailed for a non-success response; 408, 425, 429 and 5xx are transient. */
 export async function refusal(response, now = new Date()) {
   let message = `HTTP ${response.status}`;
@@ -61,7 +70,7 @@ export async function refusal(response, now = new Date()) {
     // Not our JSON (a proxy's page, an empty body): the status says enough.
   }
   const status = response.status;
-  const transient = status === 408 || status === 425 || status === 429 || status >= 500;
+  const transient = transientStatus(status);
   return new RequestFailed(message, { transient, retryAfter: retryAfterOf(response, now), code, status, body });
 }
 
@@ -82,13 +91,16 @@ export class ApiClient {
    * @param {string} options.token a bearer token
    * @param {number} [options.timeout] seconds before an unanswered request is abandoned
    * @param {object} [options.clock] times the timeouts and dates Retry-After (environment.js)
+   * @param {function(object): void} [options.onOutcome] hears `{answered: true, status, statusText}`
+   *   for every answer and `{answered: false, error}` for every request that got none
    */
-  constructor({ baseUrl = "", token, timeout = 15, fetchImpl = null, clock = systemClock }) {
+  constructor({ baseUrl = "", token, timeout = 15, fetchImpl = null, clock = systemClock, onOutcome = null }) {
     this.baseUrl = baseUrl.replace(/\/+$/, "");
     this.token = token;
     this.timeout = timeout;
     this.clock = clock;
     this._fetch = fetchImpl || ((...args) => globalThis.fetch(...args));
+    this._onOutcome = onOutcome;
   }
 
   /**
@@ -128,22 +140,38 @@ export class ApiClient {
       init.headers["Content-Type"] = "application/json";
     }
     try {
-      return await this._fetch(url, init);
+      const response = await this._fetch(url, init);
+      this._tell({ answered: true, status: response.status, statusText: response.statusText || "" });
+      return response;
     } catch (exc) {
-      if (timedOut) throw new RequestFailed("the server did not answer in time", { transient: true, timedOut: true });
-      if (signal && signal.aborted) {
-        const reason = signal.reason;
-        if (reason && reason.offline) {
-          throw new RequestFailed("the browser is offline", { transient: true, offline: true });
-        }
-        throw new RequestFailed("cancelled", { transient: false, cancelled: true });
-      }
-      // fetch rejects with a TypeError when no connection could be made (offline, refused,
-      // reset); browsers do not say which.
-      throw new RequestFailed(`cannot reach the server (${exc.message || exc})`, { transient: true, offline: true });
+      const failure = this._unanswered(exc, { timedOut, signal });
+      if (!failure.cancelled) this._tell({ answered: false, error: failure });
+      throw failure;
     } finally {
       this.clock.clearTimeout(timer);
       if (signal) signal.removeEventListener("abort", cancel);
+    }
+  }
+
+  _unanswered(exc, { timedOut, signal }) {
+    if (timedOut) return new RequestFailed("the server did not answer in time", { transient: true, timedOut: true });
+    if (signal && signal.aborted) {
+      const reason = signal.reason;
+      const offline = Boolean(reason && reason.offline);
+      if (offline) return new RequestFailed("the browser is offline", { transient: true, offline: true });
+      return new RequestFailed("cancelled", { transient: false, cancelled: true });
+    }
+    // fetch rejects with a TypeError when no connection could be made (offline, refused,
+    // reset); browsers do not say which.
+    return new RequestFailed(`cannot reach the server (${exc.message || exc})`, { transient: true, offline: true });
+  }
+
+  _tell(outcome) {
+    if (!this._onOutcome) return;
+    try {
+      this._onOutcome(outcome);
+    } catch (exc) {
+      console.error("pollchat: an outcome listener failed", exc);
     }
   }
 

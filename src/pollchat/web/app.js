@@ -1,17 +1,39 @@
 // The page: signs in, wires the polling service, the session list and the chat view together.
 
 import { ApiClient, RequestFailed } from "./api.js";
-import { readFragment, scrubFragment, storeToken, storedToken, validSessionId } from "./auth.js";
+import {
+  linkQuestion,
+  readFragment,
+  scrubFragment,
+  storeToken,
+  storedToken,
+  validSessionId,
+  whoseToken,
+} from "./auth.js";
 import { ChatView } from "./chatview.js";
+import { ChoiceDialog } from "./dialog.js";
 import { ConnectionIndicator } from "./indicator.js";
 import { Outbox } from "./outbox.js";
 import { PollingChatService } from "./polling.js";
-import { SessionDirectory, SessionListView } from "./sessions.js";
+import { Reachability } from "./reachability.js";
+import { SessionDirectory, SessionListView, sessionTitle } from "./sessions.js";
 import { Signal } from "./signal.js";
 import { fingerprint, load, removePrefix, save } from "./storage.js";
 
 const $ = (id) => document.getElementById(id);
 const OPERATOR_ROLES = new Set(["operator", "admin"]);
+// The message box shows the longest of these that fits its width.
+const USER_PLACEHOLDERS = [
+  "Write a message (Enter sends, Shift+Enter starts a new line)",
+  "Write a message (Enter sends)",
+  "Write a message",
+];
+const ASSISTANT_PLACEHOLDERS = [
+  "Reply as the assistant (Enter sends, Shift+Enter starts a new line)",
+  "Reply as the assistant (Enter sends)",
+  "Reply as the assistant",
+  "Reply",
+];
 
 /** One signed-in browser tab. */
 class App {
@@ -22,9 +44,18 @@ class App {
     this.profile = null;
     this.service = null;
     this.directory = null;
+    this.reachability = null;
     this.current = null;
     this._unsubscribe = [];
     this._profileWake = new Signal();
+    this._linkAsked = 0;
+    this.choice = new ChoiceDialog({
+      dialog: $("choice"),
+      title: $("choice-title"),
+      text: $("choice-text"),
+      accept: $("choice-accept"),
+      decline: $("choice-decline"),
+    });
     this.view = new ChatView(
       {
         list: $("messages"),
@@ -50,7 +81,7 @@ class App {
         bannerText: $("banner-text"),
         retry: $("retry-now"),
       },
-      { onRetry: () => this.service && this.service.wake() },
+      { onRetry: () => this.retryNow() },
     );
     this.list = new SessionListView($("sessions"), { onOpen: (id) => this.openSession(id) });
     this._bindPage();
@@ -82,7 +113,11 @@ class App {
       this.view.maybeMarkRead();
       this._seeCurrent();
     });
-    window.addEventListener("online", () => this._profileWake.set());
+    window.addEventListener("online", () => {
+      this._profileWake.set();
+      if (this.directory) this.directory.refreshSoon();
+    });
+    window.addEventListener("offline", () => this.reachability && this.reachability.forget());
     // Relative times ("5 min ago") age; a read mark may have failed and be due again.
     setInterval(() => {
       if (!this.directory) return;
@@ -97,8 +132,15 @@ class App {
   boot() {
     const { token, session } = readFragment(window.location.hash);
     if (window.location.hash) scrubFragment();
+    const stored = storedToken();
+    if (token && stored && token !== stored) {
+      // Whoever is signed in stays so until the link's account is known (and, if another, accepted).
+      this.start(stored, {});
+      this.followLink(token, validSessionId(session) ? session : null);
+      return;
+    }
     if (token) storeToken(token);
-    const use = token || storedToken();
+    const use = token || stored;
     if (!use) {
       this.showSignIn();
       return;
@@ -112,12 +154,57 @@ class App {
     scrubFragment();
     const target = validSessionId(session) ? session : null;
     if (token && token !== this.token) {
-      await this.stop();
-      storeToken(token);
-      this.start(token, { session: target, create: Boolean(target) });
+      if (this.token) await this.followLink(token, target);
+      else await this.switchTo(token, target);
     } else if (target && this.token) {
       this.openSession(target, { create: true });
     }
+  }
+
+  /**
+   * A link holding `token` while somebody is signed in. The token is looked up first: the same
+   * user's token signs in as any link does; another account's (or one that cannot be checked
+   * now) is used only when the reader says so, and declining leaves everything as it was.
+   */
+  async followLink(token, session) {
+    const asked = ++this._linkAsked;
+    const signedIn = this.token;
+    const [theirs, mine] = await Promise.all([whoseToken(token), this.whoAmI()]);
+    if (asked !== this._linkAsked) return;
+    if (!this.token) {
+      await this.switchTo(token, session);
+      return;
+    }
+    if (this.token !== signedIn) {
+      await this.followLink(token, session);
+      return;
+    }
+    if (theirs.user && mine && theirs.user.id === mine.id) {
+      await this.switchTo(token, session);
+      return;
+    }
+    const pending = this.service ? this.service.outbox.size : 0;
+    const accepted = await this.choice.ask(linkQuestion(theirs, mine, { session, pending }));
+    if (accepted && asked === this._linkAsked) await this.switchTo(token, session);
+  }
+
+  /** The signed-in user: the profile when known, else asked of the server (null when it cannot say). */
+  async whoAmI() {
+    if (this.profile) return this.profile;
+    const { token, api } = this;
+    try {
+      const body = await api.call("GET", "/api/v1/admin/users/me");
+      return this.token === token ? body.user : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Sign in with `token` instead of whoever is signed in, opening `session` when given. */
+  async switchTo(token, session) {
+    await this.stop();
+    storeToken(token);
+    this.start(token, { session, create: Boolean(session) });
   }
 
   showSignIn(error = null) {
@@ -136,14 +223,14 @@ class App {
     const button = $("signin-button");
     button.disabled = true;
     try {
-      await new ApiClient({ token }).call("GET", "/api/v1/admin/users/me");
-      storeToken(token);
-      this.start(token, {});
-    } catch (exc) {
-      const refused = exc instanceof RequestFailed && exc.status === 401;
-      this.showSignIn(
-        refused ? "That token was not accepted." : `Cannot check the token now (${exc.message}). Try again.`,
-      );
+      const found = await whoseToken(token);
+      if (found.user) {
+        storeToken(token);
+        this.start(token, {});
+      } else {
+        const error = found.refused ? null : found.error.message;
+        this.showSignIn(error ? `Cannot check the token now (${error}). Try again.` : "That token was not accepted.");
+      }
     } finally {
       button.disabled = false;
     }
@@ -179,13 +266,15 @@ class App {
   start(token, { session = null, create = false }) {
     this.token = token;
     this.prefix = `pollchat:${fingerprint(token)}:`;
-    this.api = new ApiClient({ token });
+    const reachability = new Reachability(() => this.reachability === reachability && this.renderConnection());
+    this.reachability = reachability;
+    this.api = new ApiClient({ token, onOutcome: (outcome) => reachability.note(outcome) });
     this.profile = load(`${this.prefix}profile`, null);
     this.service = new PollingChatService({ api: this.api, outbox: new Outbox(`${this.prefix}outbox`) });
     this.directory = new SessionDirectory({ api: this.api, prefix: this.prefix });
     this._unsubscribe = [
       this.service.on("message", (event) => this.onMessage(event)),
-      this.service.on("status", (status) => this.onStatus(status)),
+      this.service.on("status", () => this.renderConnection()),
       this.service.on("synced", () => this.onSynced()),
       this.service.on("unauthorized", () => this.unauthorized()),
     ];
@@ -198,7 +287,7 @@ class App {
     $("app").hidden = false;
     document.title = "pollchat";
     this.applyProfile();
-    this.onStatus(this.service.connectionStatus);
+    this.renderConnection();
     this.service.startPolling();
     this.directory.start();
     this.loadProfile(token);
@@ -218,6 +307,7 @@ class App {
     this.token = null;
     this.service = null;
     this.directory = null;
+    this.reachability = null;
     this.current = null;
     this.profile = null;
     this._profileWake.set();
@@ -323,9 +413,10 @@ class App {
       for (const message of service.localMessages(id)) this.view.upsert(message, "new");
       // An unknown session is looked up (and created when asked) before polling it, so the
       // poller does not race the creation; an unreachable server does not hold the poller up.
+      // A chat created here has no name: its title is its id in every view and on every load.
       const ready =
         create || !known
-          ? directory.ensure(id, create && this.profile ? this.profile.name : null).catch((exc) => {
+          ? directory.ensure(id).catch((exc) => {
               if (this.current === id) this.showNote(`Cannot open this chat: ${exc.message}`);
             })
           : Promise.resolve();
@@ -383,10 +474,12 @@ class App {
     if (!id || !this.directory) return;
     const session = this.directory.get(id);
     const closed = Boolean(session && session.status === "closed");
-    $("chat-title").textContent = (session && session.client_name) || id;
+    const title = sessionTitle(session, id);
+    $("chat-title").textContent = title;
+    document.title = `${title} · pollchat`;
     const type = this.sendType(id);
     const parts = [];
-    if (session && session.client_name) parts.push(id);
+    if (title !== id) parts.push(id);
     if (type === "assistant") parts.push("you reply as the assistant");
     $("chat-sub").textContent = parts.join(" · ");
     const pill = $("chat-status");
@@ -397,10 +490,7 @@ class App {
     toggle.hidden = !session || Boolean(session.local);
     this.view.setComposer({
       enabled: !closed,
-      placeholder:
-        type === "assistant"
-          ? "Reply as the assistant (Enter sends, Shift+Enter starts a new line)"
-          : "Write a message (Enter sends, Shift+Enter starts a new line)",
+      placeholders: type === "assistant" ? ASSISTANT_PLACEHOLDERS : USER_PLACEHOLDERS,
       note: closed ? "This chat is closed. Reopen it to write again." : null,
     });
   }
@@ -460,21 +550,30 @@ class App {
   onMessage({ kind, message }) {
     if (message.status === "failed" && message.code === "session_closed") this.directory.markClosed(message.session_id);
     if (kind === "new" || kind === "update") this.directory.refreshSoon();
-    this.indicator.update(this.service.connectionStatus, this.service.outbox.size);
+    this.renderConnection();
     if (message.session_id !== this.current) return;
     if (kind === "discard") this.view.remove(message);
     else this.view.upsert(message, kind);
     if (kind === "new" || !message.id.startsWith("local:")) this._seeCurrent();
   }
 
-  onStatus(status) {
-    if (!this.service) return;
+  /** The indicator and the banner: the poller's status, or what the page's other requests found. */
+  renderConnection() {
+    if (!this.service || !this.reachability) return;
+    const status = this.reachability.status(this.service.connectionStatus);
     this.indicator.update(status, this.service.outbox.size);
     document.body.dataset.connection = status.state;
     if (status.state === "connected") {
       this._profileWake.set();
       this.view.maybeMarkRead();
     }
+  }
+
+  /** "Retry now": everything waiting to ask the server asks now. */
+  retryNow() {
+    if (this.service) this.service.wake();
+    if (this.directory) this.directory.refreshSoon();
+    this._profileWake.set();
   }
 
   onSynced() {

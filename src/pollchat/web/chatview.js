@@ -67,6 +67,8 @@ export class ChatView {
     this._readPosted = null;
     this._readTimer = null;
     this.live = false;
+    this._placeholders = [];
+    this._measure = null;
     this._bindComposer();
     this._bindList();
   }
@@ -84,6 +86,9 @@ export class ChatView {
       }
     });
     input.addEventListener("input", () => this._grow());
+    // A placeholder cut off mid-sentence says nothing: it is chosen again whenever the box resizes
+    // (a rotated phone, a narrower window, the chat pane showing).
+    if (typeof ResizeObserver !== "undefined") new ResizeObserver(() => this._fitPlaceholder()).observe(input);
   }
 
   _bindList() {
@@ -131,14 +136,35 @@ export class ChatView {
     input.style.height = `${Math.min(input.scrollHeight, Math.max(120, window.innerHeight * 0.35))}px`;
   }
 
-  /** Allow or refuse typing (a closed session), with a note saying why. */
-  setComposer({ enabled, placeholder, note }) {
+  /**
+   * Allow or refuse typing (a closed session), with a note saying why.
+   * @param {object} options `enabled`, `note`, and `placeholders`: longest first, the longest that fits shows
+   */
+  setComposer({ enabled, placeholders, note }) {
     const { input, send, note: noteEl } = this.el;
     input.disabled = !enabled;
     send.disabled = !enabled;
-    input.placeholder = placeholder;
+    this._placeholders = placeholders;
+    this._fitPlaceholder();
     noteEl.hidden = !note;
     noteEl.textContent = note || "";
+  }
+
+  _fitPlaceholder() {
+    const { input } = this.el;
+    const choices = this._placeholders;
+    if (!choices.length) return;
+    const style = getComputedStyle(input);
+    const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    if (!(room > 0)) {
+      // Not laid out (the pane is hidden): fitted when it shows, by the ResizeObserver.
+      input.placeholder = choices[choices.length - 1];
+      return;
+    }
+    if (!this._measure) this._measure = document.createElement("canvas").getContext("2d");
+    this._measure.font = `${style.fontStyle} ${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+    const fits = choices.find((text) => this._measure.measureText(text).width <= room);
+    input.placeholder = fits || choices[choices.length - 1];
   }
 
   /** Forget every message (another session is opening). */

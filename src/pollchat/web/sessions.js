@@ -14,6 +14,12 @@ const REFRESH = 5;
 const HIDDEN_REFRESH = 30;
 const MAX_REFRESH = 30;
 
+/** A session's title, the same in every view: the name it was given, else its id. */
+export function sessionTitle(session, id = session ? session.id : "") {
+  const name = session && typeof session.client_name === "string" ? session.client_name.trim() : "";
+  return name || id;
+}
+
 /** A session id minted in the browser, so a chat can start while the server is unreachable. */
 export function newSessionId() {
   const bytes = new Uint8Array(10);
@@ -267,7 +273,8 @@ export class SessionListView {
       top.className = "session-top";
       const name = document.createElement("span");
       name.className = "session-name";
-      name.textContent = session.client_name || session.id;
+      const title = sessionTitle(session);
+      name.textContent = title;
       top.append(name);
       const count = session.id === currentId ? 0 : unread(session);
       if (count > 0) {
@@ -289,10 +296,13 @@ export class SessionListView {
       when.textContent = ago(last, now);
       when.title = longTime(last);
       bottom.append(status, when);
-      const id = document.createElement("span");
-      id.className = "session-id";
-      id.textContent = session.id;
-      bottom.append(id);
+      if (title !== session.id) {
+        // The id is shown once: as the title, or under the name the session was given.
+        const id = document.createElement("span");
+        id.className = "session-id";
+        id.textContent = session.id;
+        bottom.append(id);
+      }
 
       button.append(top, bottom);
       li.append(button);
