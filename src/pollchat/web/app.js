@@ -486,12 +486,20 @@ class App {
     pill.textContent = session ? session.status : "new";
     pill.className = `pill pill-${session ? session.status : "active"}`;
     const toggle = $("close-session");
+    // Closing is final for members: only operators and admins reopen a closed chat.
+    const mayReopen = this.isOperator;
     toggle.textContent = closed ? "Reopen" : "Close";
-    toggle.hidden = !session || Boolean(session.local);
+    toggle.hidden = !session || Boolean(session.local) || (closed && !mayReopen);
+    let note = null;
+    if (closed) {
+      note = mayReopen
+        ? "This chat is closed. Reopen it to write again."
+        : "This chat is closed. Start a new chat to write again.";
+    }
     this.view.setComposer({
       enabled: !closed,
       placeholders: type === "assistant" ? ASSISTANT_PLACEHOLDERS : USER_PLACEHOLDERS,
-      note: closed ? "This chat is closed. Reopen it to write again." : null,
+      note,
     });
   }
 
