@@ -166,23 +166,37 @@ def tail(url: str, token: str, session_id: str, since: str | None) -> None:
 @_client_options
 @click.option("--session", "session_id", help="Session to chat in (default: a new one).")
 @click.option("--state", "state_path", help="File keeping unsent messages across restarts.")
-def chat(url: str, token: str, session_id: str | None, state_path: str | None) -> None:
-    """Chat interactively; each message shows its status, and the connection state is shown as it changes."""
+@click.option("--plain", is_flag=True, help="Plain lines even on a terminal (the mode used when not on one).")
+def chat(url: str, token: str, session_id: str | None, state_path: str | None, plain: bool) -> None:
+    """Chat interactively: on a terminal a chat screen, otherwise one line per event."""
     from pollchat.client import PollingChatService
 
     session = session_id or f"cli-{uuid.uuid4().hex[:12]}"
+    screen = not plain and sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
-    async def go() -> None:
+    async def go() -> int:
         service = PollingChatService(url, token, session, client_name="pollchat chat", state_path=state_path)
         try:
-            await _chat_lines(service)
+            return await (_chat_screen(service) if screen else _chat_lines(service))
         finally:
             await service.aclose()
 
-    asyncio.run(go())
+    status = asyncio.run(go())
+    if status:
+        raise click.exceptions.Exit(status)
 
 
-async def _chat_lines(service: PollingChatService) -> None:
+async def _chat_screen(service: PollingChatService) -> int:
+    from pollchat.client.screen import ChatScreen
+
+    status = await ChatScreen(service).run()
+    # On the terminal's own screen again, where it stays after we are gone.
+    if pending := len(service.pending):
+        click.echo(f"-- {pending} message(s) not yet sent stay queued")
+    return status
+
+
+async def _chat_lines(service: PollingChatService) -> int:
     from pollchat.client.terminal import LineChat, LineOutput, read_lines
 
     lines: asyncio.Queue[str | None] = asyncio.Queue()
@@ -193,6 +207,7 @@ async def _chat_lines(service: PollingChatService) -> None:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
+    return 0
 
 
 @main.group()
