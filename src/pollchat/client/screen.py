@@ -35,6 +35,7 @@ from pollchat.client.timeline import STATUS_MARKS, Entry, Timeline, clock, parse
 # What the status line calls each connection state: "polling" is the service's word for a poll
 # that has not answered yet since start-up or trouble.
 STATE_NAMES = {"connected": "connected", "polling": "connecting", "error": "error", "offline": "offline"}
+INDENT = " " * len("HH:MM ")  # continuation rows of a message start under its text
 STYLE = Style.from_dict(
     {
         "time": "#8a8a8a",
@@ -67,7 +68,7 @@ def message_fragments(entry: Entry) -> StyleAndTextTuples:
     line: StyleAndTextTuples = [
         ("class:time", clock(m.timestamp) + " "),
         (f"class:{who}", who),
-        ("", ": " + m.content),
+        ("", ": " + m.content.replace("\n", "\n" + INDENT)),
     ]
     if entry.edited:
         line.append(("class:edited", " (edited)"))
@@ -93,7 +94,7 @@ def entry_day(entry: Entry) -> date | None:
 
 
 class _LogToTimeline(logging.Handler):
-    """The client's warnings as notices: anything written to the terminal would tear the screen."""
+    """Warnings as notices: anything written to the terminal would tear the screen."""
 
     def __init__(self, screen: ChatScreen) -> None:
         super().__init__(logging.WARNING)
@@ -117,6 +118,8 @@ class ChatScreen:
             FormattedTextControl(self._timeline_fragments, get_cursor_position=self._timeline_cursor),
             wrap_lines=True,
             dont_extend_height=True,
+            # A long message wraps under its text, not under its time.
+            get_line_prefix=lambda line, wrap_count: [("", INDENT)] if wrap_count else [],
         )
         body = HSplit(
             [
@@ -147,10 +150,10 @@ class ChatScreen:
         self.notice(f"-- chatting in session {self._service.session_id}; /quit to leave, /retry, /status")
         for message in self._service.pending:  # left in the outbox by an earlier run
             self._timeline.apply(MessageEvent("new", message))
-        client_log = logging.getLogger("pollchat")
+        # Every logger's warnings (the client's, httpx's, asyncio's) as notices, and none on stderr.
+        root = logging.getLogger()
         handler = _LogToTimeline(self)
-        propagate, client_log.propagate = client_log.propagate, False
-        client_log.addHandler(handler)
+        handlers, root.handlers = root.handlers, [handler]
         me = asyncio.create_task(self._learn_who_i_am())
         try:
             await self._service.start_polling()
@@ -159,8 +162,7 @@ class ChatScreen:
             me.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await me
-            client_log.removeHandler(handler)
-            client_log.propagate = propagate
+            root.handlers = handlers
 
     def notice(self, text: str) -> None:
         """Add a line of our own to the timeline."""

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, TextIO
 
@@ -115,7 +116,7 @@ async def whoami(service: PollingChatService) -> str | None:
         return None
 
 
-def run_command(service: PollingChatService, timeline: Timeline, text: str, say: Any) -> bool:
+def run_command(service: PollingChatService, timeline: Timeline, text: str, say: Callable[[str], None]) -> bool:
     """Run one line typed in a chat: a command or a message. False when it was ``/quit``."""
     command = text.strip()
     if command == "/quit":
