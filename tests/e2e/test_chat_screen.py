@@ -215,3 +215,13 @@ def test_chat_plain_on_a_terminal_prints_lines(echo_server: ServerProcess) -> No
         screen.type("/quit")
         assert proc.wait(timeout=15) == 0
     assert "\x1b" not in screen.raw, screen.raw
+
+
+def test_chat_screen_says_when_the_token_is_refused(echo_server: ServerProcess) -> None:
+    args = ["--url", echo_server.url, "--token", "not-a-token", "--session", "screen-refused"]
+    with chat_on_a_terminal(args) as (proc, screen):
+        screen.expect(r"^-- the server refused the token \(.+\); polling and sending have stopped$")
+        screen.expect(rf"● error \(.+\) {STATUS}screen-refused")
+        screen.type("/quit")
+        assert proc.wait(timeout=15) == 0
+    assert "Traceback" not in screen.raw, screen.raw
