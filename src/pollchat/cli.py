@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -20,7 +21,13 @@ from pollchat.server.auth import hash_token, new_token
 from pollchat.settings import Settings
 from pollchat.storage import Storage, create_storage
 
+if TYPE_CHECKING:
+    from pollchat.client import PollingChatService
+
 _T = TypeVar("_T")
+# Exit statuses as a shell reports them for a tool stopped by a signal: 128 + SIGINT, 128 + SIGPIPE.
+INTERRUPTED = 130
+OUTPUT_CLOSED = 141
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -32,7 +39,38 @@ def load_settings(**overrides: Any) -> Settings:
         raise click.UsageError(problems) from exc
 
 
-@click.group()
+@contextlib.contextmanager
+def _ending_quietly() -> Iterator[None]:
+    """End as Unix tools do, without a traceback: 130 on Ctrl-C, 141 when standard output is closed."""
+    from pollchat.client.terminal import OutputClosed
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(INTERRUPTED) from None
+    except (BrokenPipeError, OutputClosed):
+        # What is still buffered for the closed pipe goes nowhere, instead of failing again
+        # (with a traceback) when the interpreter flushes at exit.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        raise click.exceptions.Exit(OUTPUT_CLOSED) from None
+
+
+class QuietGroup(click.Group):
+    """The ``pollchat`` group: its commands, and its own ``--help``, end quietly on Ctrl-C or a closed output."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _ending_quietly():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _ending_quietly():
+            return super().invoke(ctx)
+
+
+@click.group(cls=QuietGroup)
 @click.version_option(package_name="pollchat")
 def main() -> None:
     """pollchat: chat over plain HTTP polling."""
@@ -116,38 +154,62 @@ def send(url: str, token: str, session_id: str, timeout: float, text: str) -> No
 def tail(url: str, token: str, session_id: str, since: str | None) -> None:
     """Follow a session for ever, printing each new or changed message as one JSON line."""
     from pollchat.client import PollingChatService
+    from pollchat.client.terminal import LineOutput
     from pollchat.client.terminal import tail as follow
 
     async def go() -> None:
         async with PollingChatService(url, token, session_id, cursor=since) as service:
-            await follow(service, sys.stdout)
+            await follow(service, LineOutput(sys.stdout))
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(go())
+    asyncio.run(go())
 
 
 @main.command()
 @_client_options
 @click.option("--session", "session_id", help="Session to chat in (default: a new one).")
 @click.option("--state", "state_path", help="File keeping unsent messages across restarts.")
-def chat(url: str, token: str, session_id: str | None, state_path: str | None) -> None:
-    """Chat interactively; each message shows its status, and the connection state is shown as it changes."""
+@click.option("--plain", is_flag=True, help="Plain lines even on a terminal (the mode used when not on one).")
+def chat(url: str, token: str, session_id: str | None, state_path: str | None, plain: bool) -> None:
+    """Chat interactively: on a terminal a chat screen, otherwise one line per event."""
     from pollchat.client import PollingChatService
-    from pollchat.client.terminal import TerminalChat, read_lines
 
     session = session_id or f"cli-{uuid.uuid4().hex[:12]}"
+    screen = not plain and sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
-    async def go() -> None:
-        lines: asyncio.Queue[str | None] = asyncio.Queue()
-        async with PollingChatService(url, token, session, client_name="pollchat chat", state_path=state_path) as svc:
-            reader = asyncio.create_task(read_lines(sys.stdin, lines))
-            try:
-                await TerminalChat(svc).run(lines)
-            finally:
-                reader.cancel()
+    async def go() -> int:
+        service = PollingChatService(url, token, session, client_name="pollchat chat", state_path=state_path)
+        try:
+            return await (_chat_screen(service) if screen else _chat_lines(service))
+        finally:
+            await service.aclose()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(go())
+    status = asyncio.run(go())
+    if status:
+        raise click.exceptions.Exit(status)
+
+
+async def _chat_screen(service: PollingChatService) -> int:
+    from pollchat.client.screen import ChatScreen
+
+    status = await ChatScreen(service).run()
+    # On the terminal's own screen again, where it stays after we are gone.
+    if pending := len(service.pending):
+        click.echo(f"-- {pending} message(s) not yet sent stay queued")
+    return status
+
+
+async def _chat_lines(service: PollingChatService) -> int:
+    from pollchat.client.terminal import LineChat, LineOutput, read_lines
+
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    reader = asyncio.create_task(read_lines(sys.stdin, lines))
+    try:
+        await LineChat(service, LineOutput(sys.stdout)).run(lines)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    return 0
 
 
 @main.group()
