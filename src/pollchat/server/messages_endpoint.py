@@ -16,7 +16,6 @@ import asyncio
 import gzip
 import json
 from collections import OrderedDict
-from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
@@ -80,13 +79,16 @@ class MessagesEndpoint:
         method = scope["method"]
         if method not in ("GET", "POST"):
             raise MethodNotAllowed(f"{method} is not allowed here; use GET or POST")
-        # One read of the headers; the app refused a request naming Authorization twice.
+        # One read of the headers (the app refused a request naming Authorization twice),
+        # keeping only the values: a parked poll holds these frames for up to a minute.
         headers: dict[bytes, bytes] = dict(scope["headers"])
         authorization = headers.get(b"authorization", b"").decode("latin-1")
+        if method == "POST":
+            return await self._send(receive, send, await self.services.auth.authenticate(authorization or None))
+        if_none_match, accept_encoding = headers.get(b"if-none-match", b""), headers.get(b"accept-encoding", b"")
+        del headers
         user = await self.services.auth.authenticate(authorization or None)
-        if method == "GET":
-            return await self._poll(scope, send, user, headers)
-        return await self._send(receive, send, user)
+        return await self._poll(scope, send, user, if_none_match, b"gzip" in accept_encoding)
 
     def _query(self, raw: bytes) -> PollQuery:
         query = self._queries.get(raw)
@@ -106,7 +108,7 @@ class MessagesEndpoint:
                 self._queries.popitem(last=False)
         return query
 
-    async def _poll(self, scope: Scope, send: Send, user: User, headers: dict[bytes, bytes]) -> int:
+    async def _poll(self, scope: Scope, send: Send, user: User, if_none_match: bytes, gzip_ok: bool) -> int:
         services = self.services
         await limited(services, "poll", user)
         query = self._query(scope["query_string"])
@@ -115,7 +117,6 @@ class MessagesEndpoint:
             raise BadRequest(
                 f"`wait` is at most {max_wait:g} seconds", code="wait_too_long", details={"max_wait": max_wait}
             )
-        if_none_match = headers.get(b"if-none-match", b"")
         if len(if_none_match) > IF_NONE_MATCH_MAX:
             raise BadRequest(f"If-None-Match is longer than {IF_NONE_MATCH_MAX} bytes", code="bad_if_none_match")
         result = await services.polling.poll(
@@ -131,45 +132,64 @@ class MessagesEndpoint:
             await respond(send, 304, answer)
             return 304
         answer.append(_JSON)
-        body = await self._page_body(result)
+        body = self._page_body(result)
+        if body is None:
+            body = await self._large_page_body(result)
         if len(body) >= services.settings.gzip_min_bytes:
             answer.append((b"vary", b"Accept-Encoding"))
-            if b"gzip" in headers.get(b"accept-encoding", b""):
+            if gzip_ok:
                 body = await self._gzipped(result, body)
                 answer.append((b"content-encoding", b"gzip"))
         await respond(send, 200, answer, body)
         return 200
 
-    async def _cached(self, result: PollResult, encoding: str, build: Callable[[], bytes], *, large: bool) -> bytes:
-        """A page's body for ``encoding``, built once per page; a large one on a worker thread.
+    # Building and compressing a page of up to ``max_page_bytes`` takes milliseconds: done on
+    # the event loop, it would hold up every other request meanwhile. So a page with much text
+    # is built on a worker thread; the many small ones (a woken fan-out) without a coroutine.
 
-        Building and compressing a page of up to ``max_page_bytes`` takes milliseconds: done on
-        the event loop, it would hold up every other request meanwhile.
-        """
+    @staticmethod
+    def _key(result: PollResult, encoding: str) -> PageKey:
         assert result.page is not None
-        key = PageKey(result.session_id, result.page.head, result.after, result.limit, encoding)
+        return PageKey(result.session_id, result.page.head, result.after, result.limit, encoding)
+
+    @staticmethod
+    def _build(result: PollResult) -> bytes:
+        page = result.page
+        assert page is not None
+        messages = [ChatMessage.of(m) for m in page.messages]
+        return (
+            GetMessagesResponse(messages=messages, has_more=page.has_more, cursor=result.cursor)
+            .model_dump_json()
+            .encode()
+        )
+
+    def _page_body(self, result: PollResult) -> bytes | None:
+        """The JSON of a poll's page, kept or built now; None when it is to be built off the loop."""
+        assert result.page is not None
+        key = self._key(result, "identity")
         body = self.services.bodies.get(key)
-        if body is None:
-            body = await asyncio.to_thread(build) if large else build()
+        if body is None and sum(len(m.content) for m in result.page.messages) <= OFFLOAD_BYTES:
+            body = self._build(result)
             self.services.bodies.put(key, body)
         return body
 
-    async def _page_body(self, result: PollResult) -> bytes:
-        """The JSON of a poll's page."""
-        page = result.page
-        assert page is not None
-
-        def build() -> bytes:
-            messages = [ChatMessage.of(m) for m in page.messages]
-            answer = GetMessagesResponse(messages=messages, has_more=page.has_more, cursor=result.cursor)
-            return answer.model_dump_json().encode()
-
-        large = sum(len(m.content) for m in page.messages) > OFFLOAD_BYTES
-        return await self._cached(result, "identity", build, large=large)
+    async def _large_page_body(self, result: PollResult) -> bytes:
+        """The JSON of a poll's large page, built on a worker thread."""
+        body = await asyncio.to_thread(self._build, result)
+        self.services.bodies.put(self._key(result, "identity"), body)
+        return body
 
     async def _gzipped(self, result: PollResult, plain: bytes) -> bytes:
-        """A page's JSON ``plain``, gzipped."""
-        return await self._cached(result, "gzip", lambda: gzip.compress(plain, 6), large=len(plain) > OFFLOAD_BYTES)
+        """A page's JSON ``plain``, gzipped once per page (a large one on a worker thread)."""
+        key = self._key(result, "gzip")
+        body = self.services.bodies.get(key)
+        if body is None:
+            if len(plain) > OFFLOAD_BYTES:
+                body = await asyncio.to_thread(gzip.compress, plain, 6)
+            else:
+                body = gzip.compress(plain, 6)
+            self.services.bodies.put(key, body)
+        return body
 
     async def _send(self, receive: Receive, send: Send, user: User) -> int:
         services = self.services
