@@ -53,3 +53,13 @@ def test_system_deps_installs_with_every_service_kept_stopped(tmp_path: Path) ->
     install = [c for c in calls if c.startswith("install")]
     assert install == ["install -y -qq chromium policy=101"]  # no service may start meanwhile
     assert not (tmp_path / "policy-rc.d").exists()  # and the block is lifted afterwards
+
+
+def test_packaging_metadata_names_its_licence_as_an_spdx_string() -> None:
+    """The deprecated ``project.license`` table made every install print the same warning three times."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert config["project"]["license"] == "MIT"  # an SPDX expression, not a table
+    assert config["project"]["license-files"] == ["LICENSE"] and (ROOT / "LICENSE").is_file()
+    assert "setuptools>=77" in config["build-system"]["requires"]  # the first to read SPDX strings

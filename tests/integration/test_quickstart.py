@@ -58,6 +58,10 @@ async def test_chat_with_curl_as_the_readme_shows(servers: ServerFactory) -> Non
     server = await servers.start(admin_token=None, env={"POLLCHAT_ASSISTANT": "echo"})
     tokens = TOKEN_LINK.findall(server.stdout)
     assert len(tokens) == 1, server.output()
+    # One working link: no "#token=<token>" placeholder printed before the real one, and a
+    # first screen short enough to read.
+    assert "#token=<" not in server.stdout and server.stdout.count("#token=") == 1, server.output()
+    assert len([line for line in server.stdout.splitlines() if line.strip()]) <= 6, server.output()
     token = tokens[0]
 
     # The curl line the first start prints works as printed.

@@ -103,3 +103,13 @@ async def test_edit_keeps_delivery_and_read_state(api: Api) -> None:
     assert r.status_code == 200
     edited = (await edit(api, alice, sent, "hi!")).json()["message"]
     assert (edited["status"], edited["delivered"], edited["read"]) == ("read", True, True)
+
+
+async def test_edit_of_another_members_message_answers_as_a_missing_one(api: Api) -> None:
+    """Editing another member's message answered "no session '…'" where an unknown id answered
+    ``message_not_found``: an oracle of which message ids exist."""
+    alice, bob = await api.user("alice"), await api.user("bob")
+    sent = (await api.send(alice, "s1", "mine")).json()["message_id"]
+    theirs = await api.http.patch(f"{API}/messages/{sent}", json={"content": "x"}, headers=api.auth(bob))
+    unknown = await api.http.patch(f"{API}/messages/msg_{'0' * 24}", json={"content": "x"}, headers=api.auth(bob))
+    assert assert_error(theirs, 404, "message_not_found") == assert_error(unknown, 404, "message_not_found")
