@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pollchat.server import messages_endpoint
+from pollchat.server import compression, messages_endpoint
 from pollchat.server.app import create_app
 from pollchat.settings import Settings
 from tests.conftest import running
@@ -61,7 +61,7 @@ async def test_large_pages_are_built_on_a_worker_thread(
         threads.append(threading.get_ident())
         return compress(data, *args, **kwargs)
 
-    monkeypatch.setattr(messages_endpoint.gzip, "compress", spy)
+    monkeypatch.setattr(compression.gzip, "compress", spy)
     async with running(create_app(make_settings())) as api:
         alice = await api.user("alice")
         for _ in range(4):

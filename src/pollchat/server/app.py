@@ -11,7 +11,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import Message, Receive, Scope, Send
 
 from pollchat import __version__
@@ -23,6 +22,7 @@ from pollchat.domain.errors import PayloadTooLarge, RequestTimeout
 from pollchat.metrics import Metrics, RequestCounter
 from pollchat.server.auth import Authenticator, hash_token, new_token
 from pollchat.server.bodies import PageBodies
+from pollchat.server.compression import Compression
 from pollchat.server.deps import Services
 from pollchat.server.errors import failure_response, install_error_handlers
 from pollchat.server.http import (
@@ -104,6 +104,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None, storage: S
             max_page_bytes=settings.max_page_bytes,
         ),
         bodies=PageBodies(),
+        compression=Compression(min_bytes=settings.gzip_min_bytes),
     )
 
 
@@ -176,7 +177,7 @@ class PollchatApp:
         self.services = services
         self.state = framework.state
         self._endpoints = endpoints
-        self._framework_stack = GZipMiddleware(framework, minimum_size=services.settings.gzip_min_bytes)
+        self._framework_stack = services.compression.cold_layer(framework)
         self._requests = RequestCounter(services.metrics)
         max_bytes = services.settings.max_body_bytes
         self._bodies = BodyReader(

@@ -16,6 +16,7 @@ from pollchat.domain.rules import may_manage_users
 from pollchat.metrics import Metrics
 from pollchat.server.auth import Authenticator
 from pollchat.server.bodies import PageBodies
+from pollchat.server.compression import Compression
 from pollchat.server.http import header
 from pollchat.server.ratelimit import RateLimiter
 from pollchat.services.notifier import Notifier
@@ -42,6 +43,7 @@ class Services:
     sending: SendService
     polling: PollService
     bodies: PageBodies
+    compression: Compression
 
 
 async def get_services(request: Request) -> Services:

@@ -13,7 +13,6 @@ the OpenAPI document (``pollchat.server.routes.messages``).
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 from collections import OrderedDict
 from urllib.parse import parse_qsl
@@ -88,7 +87,8 @@ class MessagesEndpoint:
         if_none_match, accept_encoding = headers.get(b"if-none-match", b""), headers.get(b"accept-encoding", b"")
         del headers
         user = await self.services.auth.authenticate(authorization or None)
-        return await self._poll(scope, send, user, if_none_match, b"gzip" in accept_encoding)
+        gzip_ok = self.services.compression.accepted(accept_encoding)
+        return await self._poll(scope, send, user, if_none_match, gzip_ok)
 
     def _query(self, raw: bytes) -> PollQuery:
         query = self._queries.get(raw)
@@ -135,7 +135,7 @@ class MessagesEndpoint:
         body = self._page_body(result)
         if body is None:
             body = await self._large_page_body(result)
-        if len(body) >= services.settings.gzip_min_bytes:
+        if services.compression.applies(len(body)):
             answer.append((b"vary", b"Accept-Encoding"))
             if gzip_ok:
                 body = await self._gzipped(result, body)
@@ -185,9 +185,9 @@ class MessagesEndpoint:
         body = self.services.bodies.get(key)
         if body is None:
             if len(plain) > OFFLOAD_BYTES:
-                body = await asyncio.to_thread(gzip.compress, plain, 6)
+                body = await asyncio.to_thread(self.services.compression.compress, plain)
             else:
-                body = gzip.compress(plain, 6)
+                body = self.services.compression.compress(plain)
             self.services.bodies.put(key, body)
         return body
 
