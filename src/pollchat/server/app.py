@@ -18,7 +18,7 @@ from pollchat.assistants import create_responder
 from pollchat.assistants.runner import AssistantRunner
 from pollchat.clock import Clock, SystemClock
 from pollchat.domain.cursor import Cursors
-from pollchat.domain.errors import PayloadTooLarge, RequestTimeout
+from pollchat.domain.errors import PollchatError
 from pollchat.metrics import Metrics, RequestCounter
 from pollchat.server.auth import Authenticator, hash_token, new_token
 from pollchat.server.bodies import PageBodies
@@ -27,6 +27,7 @@ from pollchat.server.deps import Services
 from pollchat.server.errors import failure_response, install_error_handlers
 from pollchat.server.http import (
     BODY_METHODS,
+    UNREAD_BODY_CODES,
     BodyReader,
     ClientDisconnected,
     Endpoint,
@@ -228,7 +229,7 @@ class PollchatApp:
         if isinstance(exc, ClientDisconnected):
             return 499  # nobody to answer: the client went away before its request was whole
         response = failure_response(exc)
-        if isinstance(exc, (PayloadTooLarge, RequestTimeout)):
+        if isinstance(exc, PollchatError) and exc.code in UNREAD_BODY_CODES:
             response.headers["connection"] = "close"  # the rest of a refused body is not read
         await response(scope, receive, send)
         return response.status_code

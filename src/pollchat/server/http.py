@@ -19,6 +19,9 @@ from pollchat.domain.errors import BadRequest, PayloadTooLarge, RequestTimeout
 # readers could each pick a different one. A request carrying one twice is refused.
 SINGLE_HEADERS = (b"authorization", b"content-type", b"content-length")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# The refusals of ``BodyReader``: after them the rest of the body stays unread, so the answer
+# closes the connection.
+UNREAD_BODY_CODES = frozenset({"body_too_large", "body_timeout"})
 # The body types a client may label JSON with. ``curl -d`` says form-urlencoded and many
 # tools say nothing at all: their bodies are read as JSON too, and refused as not JSON when
 # they are not.
