@@ -80,7 +80,7 @@ class SessionService:
             session_id=session_id, owner_id=user.id, client_name=client_name, now=self.clock.now()
         )
 
-    async def list(self, user: User, *, status: str | None, limit: int) -> list[Session]:
+    async def list_visible(self, user: User, *, status: str | None, limit: int) -> list[Session]:
         """The caller's sessions (every session for operators), newest activity first."""
         return await self.storage.list_sessions(
             owner_id=None if is_staff(user) else user.id,

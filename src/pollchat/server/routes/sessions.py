@@ -46,7 +46,7 @@ async def list_sessions(
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
 ) -> SessionListResponse:
     """The caller's sessions (every session for operators and admins), newest activity first."""
-    sessions = await services.sessions.list(user, status=status, limit=limit)
+    sessions = await services.sessions.list_visible(user, status=status, limit=limit)
     cutoff = services.sessions.inactive_before
     return SessionListResponse(sessions=[ChatSession.of(s, inactive_before=cutoff) for s in sessions])
 
