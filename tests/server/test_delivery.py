@@ -238,3 +238,24 @@ async def test_delivery_without_assistant_nothing_replies(api: Api) -> None:
     assert api.app.state.assistant is None
     messages, _ = await api.drain(alice, "s1")
     assert states(messages) == [("hello", "sent", False, False)]
+
+
+async def test_delivery_echo_reply_names_the_message_it_answers(
+    make_api: Any, make_settings: Callable[..., Settings]
+) -> None:
+    """A reply is an assistant message with ``reply_to`` and ``generation``; others have neither."""
+    async with make_api(make_settings(assistant="echo")) as api:
+        alice = await api.user("alice")
+        sent = (await api.send(alice, "s1", "hello there")).json()["message"]
+        assert (sent["reply_to"], sent["generation"], sent["error"]) == (None, None, None)
+        await api.app.state.assistant.drain()
+        messages, _ = await api.drain(alice, "s1")
+        reply = next(m for m in messages if m["type"] == "assistant")
+        assert (reply["reply_to"], reply["generation"], reply["error"]) == (sent["id"], "done", None)
+
+
+async def test_delivery_clients_cannot_claim_to_be_a_generated_reply(api: Api) -> None:
+    operator = await api.user("olga", "operator")
+    r = await api.send(operator, "s1", "fake", type="assistant", reply_to="msg_x", generation="done")
+    body = assert_error(r, 400, "invalid_request")
+    assert "`reply_to`" in body["error"] and "`generation`" in body["error"]

@@ -81,6 +81,8 @@ class AssistantRunner:
                     session_id=message.session_id,
                     type="assistant",
                     client_message_id=f"reply:{message.id}",
+                    reply_to=message.id,
+                    generation="done",
                 ),
             )
         head = await self._sending.storage.mark_delivered(

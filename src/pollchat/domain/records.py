@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 Role = Literal["member", "operator", "admin"]
 MessageType = Literal["user", "assistant"]
+# How a generated reply stands: text still arriving, then ended one of three ways.
+Generation = Literal["streaming", "done", "stopped", "failed"]
 ROLES: tuple[Role, ...] = ("member", "operator", "admin")
 
 
@@ -61,6 +63,9 @@ class Message:
     created_seq: int
     change_seq: int
     edited_at: datetime | None = None
+    reply_to: str | None = None  # the user message an assistant's reply answers
+    generation: Generation | None = None  # None: nobody generated this message
+    error: str | None = None  # why a ``failed`` generation failed, as a sentence
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,9 @@ class NewMessage:
     client_message_id: str | None = None
     metadata: dict[str, Any] | None = None
     client_name: str | None = None
+    reply_to: str | None = None
+    generation: Generation | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from pollchat.clock import isoformat
-from pollchat.domain.records import Message, Session
+from pollchat.domain.records import Generation, Message, Session
 from pollchat.domain.rules import (
     CLIENT_MESSAGE_ID_MAX,
     CLIENT_NAME_MAX,
@@ -163,6 +163,12 @@ class ChatMessage(BaseModel):
     delivered: bool
     read: bool
     edited_at: str | None = None
+    reply_to: str | None = Field(None, description="The user message this assistant reply answers.")
+    generation: Generation | None = Field(
+        None,
+        description="How a generated reply stands: streaming, done, stopped or failed; null if nobody generated it.",
+    )
+    error: str | None = Field(None, description="Why a failed generation failed.")
 
     @classmethod
     def of(cls, message: Message) -> ChatMessage:
@@ -183,6 +189,9 @@ class ChatMessage(BaseModel):
             delivered=message.delivered or message.read,
             read=message.read,
             edited_at=isoformat(message.edited_at) if message.edited_at else None,
+            reply_to=message.reply_to,
+            generation=message.generation,
+            error=message.error,
         )
 
 

@@ -16,7 +16,7 @@ from pollchat.domain.errors import (
     PollchatError,
     no_message,
 )
-from pollchat.domain.records import Appended, Message, MessageType, NewMessage, User
+from pollchat.domain.records import Appended, Generation, Message, MessageType, NewMessage, User
 from pollchat.domain.rules import may_post_type, may_see_session
 from pollchat.metrics import Metrics
 from pollchat.services.notifier import Notifier
@@ -37,6 +37,9 @@ class SendItem:
     client_message_id: str | None = None
     client_name: str | None = None
     metadata: dict[str, Any] | None = None
+    # Set by the server's own assistants only: clients cannot send these fields.
+    reply_to: str | None = None
+    generation: Generation | None = None
 
 
 class SendService:
@@ -101,6 +104,8 @@ class SendService:
                     client_message_id=item.client_message_id,
                     metadata=item.metadata,
                     client_name=item.client_name,
+                    reply_to=item.reply_to,
+                    generation=item.generation,
                 )
             )
         stored = iter(await self.storage.append(valid, author=user, now=self.clock.now()) if valid else [])

@@ -48,7 +48,7 @@ _FIND_SENT = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE user_id = ? AND sess
 # inserts nothing, and the stored message answers (``_replay``). Only that index may conflict.
 # Counted rather than RETURNING: on SQLite a RETURNING costs more than the insert itself.
 _INSERT = (
-    f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, NULL)"
+    f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, NULL, ?, ?, ?)"
     " ON CONFLICT (user_id, session_id, client_message_id) WHERE client_message_id IS NOT NULL DO NOTHING"
 )
 # The head and the session's counters in one statement: a SQLite group holds the write lock for
@@ -103,6 +103,9 @@ def _append_one(item: NewMessage, *, author: User, stamp: str) -> Operation[Appe
         metadata,
         seq,
         seq,
+        item.reply_to,
+        item.generation,
+        item.error,
     )
     if not inserted:
         replay = yield from _find_sent(item, author)
@@ -136,6 +139,9 @@ def _stored(item: NewMessage, *, message_id: str, author: User, stamp: str, seq:
         read=False,
         created_seq=seq,
         change_seq=seq,
+        reply_to=item.reply_to,
+        generation=item.generation,
+        error=item.error,
     )
 
 

@@ -16,7 +16,7 @@ USER_COLUMNS = "id, name, role, created_at"
 SESSION_COLUMNS = "id, owner_id, client_name, created_at, last_activity, closed, message_count, last_message_id, head"
 MESSAGE_COLUMNS = (
     "id, session_id, user_id, type, content, created_at, client_message_id, metadata, delivered, read,"
-    " created_seq, change_seq, edited_at"
+    " created_seq, change_seq, edited_at, reply_to, generation, error"
 )
 
 Row = Sequence[Any]
@@ -58,4 +58,7 @@ def message_of(row: Row) -> Message:
         created_seq=row[10],
         change_seq=row[11],
         edited_at=parse_iso(row[12]) if row[12] else None,
+        reply_to=row[13],
+        generation=row[14],
+        error=row[15],
     )

@@ -58,4 +58,13 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # Replies an assistant generates: which user message each answers, how its generation
+    # stands (streaming, done, stopped, failed; NULL for a message nobody generated), and why
+    # a failed one failed.
+    """
+    ALTER TABLE messages ADD COLUMN reply_to TEXT;
+    ALTER TABLE messages ADD COLUMN generation TEXT
+        CHECK (generation IS NULL OR generation IN ('streaming', 'done', 'stopped', 'failed'));
+    ALTER TABLE messages ADD COLUMN error TEXT;
+    """,
 )
