@@ -7,8 +7,6 @@ finds). A rule written anywhere else is a second copy that can drift.
 
 from __future__ import annotations
 
-import re
-
 from pollchat.domain.records import Message, MessageType, NewMessage, Role, User
 
 # Session ids are chosen by clients (the seed's client picks its own): 1-128 characters of
@@ -16,7 +14,6 @@ from pollchat.domain.records import Message, MessageType, NewMessage, Role, User
 SESSION_ID_ALPHABET = "A-Za-z0-9._:-"
 SESSION_ID_MAX = 128
 SESSION_ID_PATTERN = rf"^[{SESSION_ID_ALPHABET}]{{1,{SESSION_ID_MAX}}}$"
-SESSION_ID_RE = re.compile(SESSION_ID_PATTERN)
 
 CLIENT_MESSAGE_ID_MAX = 128
 CLIENT_NAME_MAX = 200

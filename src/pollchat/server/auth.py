@@ -65,9 +65,9 @@ class Authenticator:
         """The user holding the header's token; 401 otherwise."""
         token_hash = hash_token(bearer_token(authorization))
         now = self._monotonic()
-        known = self._known.get(token_hash)
-        if known is not None and known[1] > now:
-            return known[0]
+        known = self._known_user(token_hash, now)
+        if known is not None:
+            return known
         generation = self._generation
         user = await self._storage.user_by_token_hash(token_hash)
         if user is None:
@@ -87,10 +87,11 @@ class Authenticator:
             token_hash = hash_token(bearer_token(authorization))
         except Unauthorized:
             return None
+        return self._known_user(token_hash, self._monotonic())
+
+    def _known_user(self, token_hash: str, now: float) -> User | None:
         known = self._known.get(token_hash)
-        if known is None or known[1] <= self._monotonic():
-            return None
-        return known[0]
+        return known[0] if known is not None and known[1] > now else None
 
     def forget(self) -> None:
         """Drop every remembered answer (after tokens changed)."""

@@ -148,15 +148,19 @@ class PollService:
         """
         head = self.notifier.head(session_id)
         if head is None:
-            return fit_page(await self.storage.changes(session_id, after=after, limit=limit), self.max_page_bytes)
+            return await self._fitted_changes(session_id, after, limit)
         key = (session_id, after, limit, head)
         shared = self._reads.get(key)
         if shared is None:
-            shared = asyncio.ensure_future(self.storage.changes(session_id, after=after, limit=limit))
+            shared = asyncio.ensure_future(self._fitted_changes(session_id, after, limit))
             self._reads[key] = shared
             shared.add_done_callback(lambda _done: self._reads.pop(key, None))
         # Shielded: one poller going away must not cancel the read the others wait for.
-        return fit_page(await asyncio.shield(shared), self.max_page_bytes)
+        return await asyncio.shield(shared)
+
+    async def _fitted_changes(self, session_id: str, after: int, limit: int) -> Page:
+        """``storage.changes`` cut to ``max_page_bytes`` (once per read, however many share it)."""
+        return fit_page(await self.storage.changes(session_id, after=after, limit=limit), self.max_page_bytes)
 
     async def _read(self, user: User, target: _Target, after: int, limit: int) -> Page:
         page = await self._changes(target.id, after, limit)
